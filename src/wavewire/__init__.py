@@ -1,0 +1,1 @@
+"""wavewire: real-time audio and data over WebSockets."""

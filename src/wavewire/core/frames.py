@@ -1,0 +1,131 @@
+"""Frames: the application-level units that serializers turn into WebSocket messages and back.
+
+Names and fields follow Pipecat's frames so code moving from Pipecat reads the same. Frames are
+immutable; every frame gets a process-unique ``id`` and a ``name`` like Pipecat's
+(``"TextFrame#3"``), which the protobuf serializer carries on the wire.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = [
+    "AudioRawFrame",
+    "CancelFrame",
+    "EndFrame",
+    "Frame",
+    "InputAudioRawFrame",
+    "InputTransportMessageFrame",
+    "InterruptionFrame",
+    "OutputAudioRawFrame",
+    "OutputTransportMessageFrame",
+    "OutputTransportMessageUrgentFrame",
+    "TextFrame",
+    "TranscriptionFrame",
+]
+
+# A counter is deterministic and needs no clock or random source (the core may use neither).
+_ids = itertools.count(1)
+
+#: Bytes per sample of 16-bit PCM, the only sample format on the wire.
+PCM16_SAMPLE_WIDTH = 2
+
+
+def _next_id() -> int:
+    return next(_ids)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Frame:
+    """Base of every frame. ``id`` and ``name`` are assigned on creation unless given."""
+
+    id: int = field(default_factory=_next_id, compare=False)
+    name: str = field(default="", compare=False)
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            object.__setattr__(self, "name", f"{type(self).__name__}#{self.id}")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AudioRawFrame(Frame):
+    """Raw 16-bit little-endian PCM audio, interleaved when ``num_channels > 1``."""
+
+    audio: bytes = field(repr=False)
+    sample_rate: int
+    num_channels: int = 1
+
+    def __post_init__(self) -> None:
+        Frame.__post_init__(self)
+        if self.sample_rate <= 0:
+            raise ValueError(f"sample_rate must be positive, got {self.sample_rate}")
+        if self.num_channels <= 0:
+            raise ValueError(f"num_channels must be positive, got {self.num_channels}")
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(name={self.name!r}, {len(self.audio)} bytes, "
+            f"sample_rate={self.sample_rate}, num_channels={self.num_channels})"
+        )
+
+    @property
+    def num_frames(self) -> int:
+        """Number of sample frames (one sample per channel each) in ``audio``."""
+        return len(self.audio) // (self.num_channels * PCM16_SAMPLE_WIDTH)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InputAudioRawFrame(AudioRawFrame):
+    """Audio received from the peer."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OutputAudioRawFrame(AudioRawFrame):
+    """Audio to send to the peer."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TextFrame(Frame):
+    text: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TranscriptionFrame(TextFrame):
+    user_id: str
+    timestamp: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InputTransportMessageFrame(Frame):
+    """A JSON-compatible message received from the peer."""
+
+    message: Any
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OutputTransportMessageFrame(Frame):
+    """A JSON-compatible message to send; keeps its order relative to audio."""
+
+    message: Any
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OutputTransportMessageUrgentFrame(OutputTransportMessageFrame):
+    """A JSON-compatible message to send ahead of any queued audio."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InterruptionFrame(Frame):
+    """The user interrupted: queued output audio is dropped and the peer is told to stop playing."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EndFrame(Frame):
+    """Graceful end of the session: flush output, then close."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CancelFrame(Frame):
+    """Immediate end of the session: drop output and close."""
