@@ -1,0 +1,168 @@
+"""The client core: one connection to a WebSocket server, from the upgrade request to the close.
+
+Create it with the URI, the config and a random source (adapters pass ``os.urandom``; the core
+never reads one itself), then send ``data_to_send()`` on a fresh TCP connection to
+``uri.host``/``uri.port`` (TLS for ``wss``) and feed what comes back. Exactly one of
+``ConnectFailed`` or ``Connected`` comes; after ``Connected``, exactly one ``Disconnected``.
+"""
+
+from __future__ import annotations
+
+from .config import ClientConfig
+from .connection import (
+    Connection,
+    Ended,
+    HandshakeDone,
+    MessageIn,
+    Opened,
+    State,
+    Transmit,
+)
+from .errors import HandshakeError, InvalidState
+from .events import (
+    ClientEvent,
+    ConnectFailed,
+    Connected,
+    ConnectionId,
+    ConnectionInfo,
+    Disconnected,
+    FrameReceived,
+    MessageDropped,
+)
+from .framing import MaskSource
+from .frames import Frame
+from .handshake import ClientHandshake, HandshakeAccepted, WebSocketURI, parse_uri
+
+__all__ = ["ClientProtocol"]
+
+
+class ClientProtocol:
+    """Sans-IO WebSocket client for one connection. See the module docstring."""
+
+    def __init__(
+        self,
+        uri: str,
+        config: ClientConfig | None = None,
+        *,
+        random_bytes: MaskSource,
+        now: float,
+    ) -> None:
+        self.uri: WebSocketURI = parse_uri(uri)
+        self.config = config if config is not None else ClientConfig()
+        handshake = ClientHandshake(self.uri, self.config, random_bytes)
+        self._connection = Connection(
+            ConnectionId(1), self.config, handshake, now, mask_source=random_bytes
+        )
+        self._events: list[ClientEvent] = []
+        self._info: ConnectionInfo | None = None
+        self._dropped = 0
+
+    # --- inputs ------------------------------------------------------------------------------
+
+    def receive_data(self, data: bytes, now: float) -> None:
+        """Bytes read from the socket. Never raises for anything the server sent."""
+        self._connection.receive_data(data, now)
+        self._settle()
+
+    def receive_eof(self, now: float) -> None:
+        self._connection.receive_eof(now)
+        self._settle()
+
+    def connection_lost(self, now: float) -> None:
+        self._connection.connection_lost(now)
+        self._settle()
+
+    def handle_timer(self, now: float) -> None:
+        deadline = self._connection.next_deadline()
+        if deadline is not None and now >= deadline:
+            self._connection.handle_timer(now)
+            self._settle()
+
+    # --- commands ----------------------------------------------------------------------------
+
+    def send_frame(self, frame: Frame) -> bool:
+        """Serialize and queue ``frame``; False if the serializer skips this frame kind."""
+        if self._connection.state is not State.OPEN:
+            raise InvalidState(f"cannot send on a connection that is {self.state.value}")
+        data = self.config.serializer.serialize(frame)
+        if data is None:
+            return False
+        self._connection.send_message(data)
+        return True
+
+    def send_message(self, data: bytes | str) -> None:
+        """Queue one raw message: binary for bytes, text for str."""
+        self._connection.send_message(data)
+
+    def close(self, now: float, code: int = 1000, reason: str = "") -> None:
+        """Start the close handshake (abort, if still connecting). Idempotent."""
+        self._connection.close(code, reason, now)
+        self._settle()
+
+    # --- outputs -----------------------------------------------------------------------------
+
+    def data_to_send(self) -> list[Transmit]:
+        transmit = self._connection.take_output()
+        return [] if transmit is None else [transmit]
+
+    def events_received(self) -> list[ClientEvent]:
+        events, self._events = self._events, []
+        return events
+
+    def next_deadline(self) -> float | None:
+        return self._connection.next_deadline()
+
+    @property
+    def state(self) -> State:
+        return self._connection.state
+
+    @property
+    def connection(self) -> ConnectionInfo | None:
+        """What is known of the connection once ``Connected``."""
+        return self._info
+
+    # --- internals ---------------------------------------------------------------------------
+
+    def _settle(self) -> None:
+        for event in self._connection.take_events():
+            if isinstance(event, Opened):
+                upgrade = self._connection.upgrade
+                assert isinstance(upgrade, HandshakeAccepted)
+                self._info = ConnectionInfo(
+                    id=self._connection.id,
+                    remote=(self.uri.host, self.uri.port),
+                    path=self.uri.resource,
+                    headers=upgrade.headers,
+                    subprotocol=upgrade.subprotocol,
+                )
+                self._events.append(Connected(connection=self._info))
+            elif isinstance(event, MessageIn):
+                self._deliver(event.data)
+            elif isinstance(event, Ended):
+                assert self._info is not None
+                self._events.append(
+                    Disconnected(
+                        connection=self._info, code=event.code, reason=event.reason, cause=event.cause
+                    )
+                )
+            else:
+                assert isinstance(event, HandshakeDone)
+                error = event.error if event.error is not None else HandshakeError(event.detail)
+                self._events.append(ConnectFailed(error=error))
+
+    def _deliver(self, data: bytes | str) -> None:
+        assert self._info is not None
+        try:
+            frame = self.config.serializer.deserialize(data)
+        except Exception as exc:
+            self._dropped += 1
+            self._events.append(
+                MessageDropped(
+                    connection=self._info,
+                    detail=f"{type(exc).__name__}: {exc}",
+                    dropped_total=self._dropped,
+                )
+            )
+            return
+        if frame is not None:
+            self._events.append(FrameReceived(connection=self._info, frame=frame))

@@ -1,0 +1,187 @@
+"""Frozen, keyword-only configuration of the server and client cores, validated on creation.
+
+Every limit is on by default (websockets' and h11's defaults, see docs/architecture.md); a bad
+value raises ``ValueError`` naming the field, here rather than at the first connection.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal
+
+from .serializers.base import FrameSerializer
+from .serializers.protobuf import ProtobufFrameSerializer
+
+if TYPE_CHECKING:
+    from .handshake import Accept, HandshakeRequest, HttpRequest, HttpResponse, Reject
+
+__all__ = ["ClientConfig", "ClientPolicy", "ServerConfig"]
+
+#: What the server does when a client completes its handshake while another one is adopted.
+ClientPolicy = Literal["replace", "reject", "multi"]
+_POLICIES: tuple[ClientPolicy, ...] = ("replace", "reject", "multi")
+
+#: 1 MiB: websockets' default and the Pipecat browser client's own cap.
+DEFAULT_MAX_MESSAGE_SIZE = 1 << 20
+#: h11's default cap on an HTTP head; larger heads get 431.
+DEFAULT_MAX_HEAD_SIZE = 16 * 1024
+
+
+def _check_positive(name: str, value: float | None, *, allow_none: bool = True) -> None:
+    if value is None and allow_none:
+        return
+    if (
+        value is None
+        or isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or value <= 0
+    ):
+        raise ValueError(f"{name} must be a positive number{' or None' if allow_none else ''}")
+
+
+def _check_header_value(name: str, value: str) -> None:
+    # A CR or LF would let a caller inject headers or split the request (websockets 16.1).
+    if not isinstance(value, str):
+        raise TypeError(f"header {name!r} must be a str, got {type(value).__name__}")
+    if "\r" in value or "\n" in value or "\0" in value:
+        raise ValueError(f"header {name!r} has a CR, LF or NUL in its value; refusing to send it")
+
+
+def _check_header_name(name: str) -> None:
+    if not isinstance(name, str):
+        raise TypeError(f"header name must be a str, got {type(name).__name__}")
+    if not name or any(c in name for c in " \t\r\n:\0"):
+        raise ValueError(f"invalid header name {name!r}")
+
+
+def check_headers(headers: Sequence[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
+    """Validate header pairs the caller wants sent; return them as a tuple."""
+    checked = tuple((name, value) for name, value in headers)
+    for name, value in checked:
+        _check_header_name(name)
+        _check_header_value(name, value)
+    return checked
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _ConnectionLimits:
+    """Settings shared by both roles."""
+
+    #: Largest message accepted, in bytes, checked from frame headers before buffering (1009).
+    max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
+    #: Most frames one message may arrive in (1009 past it); None derives it from the size cap.
+    max_fragments: int | None = None
+    #: Largest HTTP head accepted during the handshake.
+    max_head_size: int = DEFAULT_MAX_HEAD_SIZE
+    #: Seconds for the opening handshake to complete; then the connection is aborted.
+    open_timeout: float | None = 10.0
+    #: Seconds to wait for the peer's close frame (or the server's TCP close) after ours.
+    close_timeout: float | None = 10.0
+    #: Seconds between keepalive pings; None disables keepalive.
+    ping_interval: float | None = 20.0
+    #: Seconds to wait for the pong; the connection is failed with 1011 after it.
+    ping_timeout: float | None = 20.0
+    #: Turns messages into frames and back (Pipecat's protobuf format by default).
+    serializer: FrameSerializer = field(default_factory=ProtobufFrameSerializer)
+
+    def _validate(self) -> None:
+        for name in ("max_message_size", "max_head_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(f"{name} must be a positive int")
+        if self.max_fragments is not None and (
+            isinstance(self.max_fragments, bool)
+            or not isinstance(self.max_fragments, int)
+            or self.max_fragments <= 0
+        ):
+            raise ValueError("max_fragments must be a positive int or None")
+        for name in ("open_timeout", "close_timeout", "ping_interval", "ping_timeout"):
+            _check_positive(name, getattr(self, name))
+        if not isinstance(self.serializer, FrameSerializer):
+            raise TypeError("serializer must implement FrameSerializer (serialize, deserialize)")
+
+    @property
+    def fragment_limit(self) -> int:
+        """``max_fragments``, or 1024 frames plus one per 64 bytes of the size cap (so that
+        Autobahn's 64-byte-fragment cases fit, and an empty-fragment flood does not)."""
+        if self.max_fragments is not None:
+            return self.max_fragments
+        return 1024 + self.max_message_size // 64
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServerConfig(_ConnectionLimits):
+    """Configuration of ``ServerProtocol``."""
+
+    #: ``replace`` (default, Pipecat's documented behaviour), ``reject`` (1013) or ``multi``.
+    client_policy: ClientPolicy = "replace"
+    #: Seconds after adoption at which ``SessionTimeout`` fires, per session; None disables it.
+    session_timeout: float | None = None
+    #: Origins allowed to connect (exact match); None allows any. Put ``None`` in the list to
+    #: admit clients that send no Origin header (non-browser clients).
+    allowed_origins: Sequence[str | None] | None = None
+    #: Subprotocols the server speaks, in order of preference.
+    subprotocols: Sequence[str] = ()
+    #: Decides each valid upgrade request; the default accepts, choosing a subprotocol from
+    #: ``subprotocols``. Runs inside the core: keep it quick and free of I/O.
+    handshake_hook: Callable[[HandshakeRequest], Accept | Reject] | None = None
+    #: Answers plain HTTP requests (health checks, a demo page); None or a None result sends 426.
+    http_handler: Callable[[HttpRequest], HttpResponse | None] | None = None
+
+    def __post_init__(self) -> None:
+        self._validate()
+        if self.client_policy not in _POLICIES:
+            raise ValueError(f"client_policy must be one of {_POLICIES}, got {self.client_policy!r}")
+        _check_positive("session_timeout", self.session_timeout)
+        if self.allowed_origins is not None:
+            if isinstance(self.allowed_origins, str):
+                raise TypeError("allowed_origins must be a sequence of origins, not one str")
+            object.__setattr__(self, "allowed_origins", tuple(self.allowed_origins))
+        if isinstance(self.subprotocols, str):
+            raise TypeError("subprotocols must be a sequence of str, not one str")
+        object.__setattr__(self, "subprotocols", tuple(self.subprotocols))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClientConfig(_ConnectionLimits):
+    """Configuration of ``ClientProtocol``."""
+
+    #: Extra request headers; a value with CR or LF is a ``ValueError`` here, never sent.
+    additional_headers: Mapping[str, str] | Sequence[tuple[str, str]] | None = None
+    #: Subprotocols to offer, in order of preference.
+    subprotocols: Sequence[str] = ()
+    #: Value of the Origin header, if any.
+    origin: str | None = None
+    #: Value of the User-Agent header; None sends none.
+    user_agent: str | None = "wavewire"
+    #: Most bytes of a rejected handshake's response body kept for ``HandshakeRejected``.
+    max_rejection_body: int = 64 * 1024
+
+    def __post_init__(self) -> None:
+        self._validate()
+        headers = self.additional_headers
+        pairs = list(headers.items()) if isinstance(headers, Mapping) else list(headers or ())
+        object.__setattr__(self, "additional_headers", check_headers(pairs))
+        if isinstance(self.subprotocols, str):
+            raise TypeError("subprotocols must be a sequence of str, not one str")
+        object.__setattr__(self, "subprotocols", tuple(self.subprotocols))
+        for name in ("origin", "user_agent"):
+            value = getattr(self, name)
+            if value is not None:
+                _check_header_value(name, value)
+        if (
+            isinstance(self.max_rejection_body, bool)
+            or not isinstance(self.max_rejection_body, int)
+            or self.max_rejection_body < 0
+        ):
+            raise ValueError("max_rejection_body must be a non-negative int")
+
+    @property
+    def headers(self) -> tuple[tuple[str, str], ...]:
+        """``additional_headers`` as validated pairs."""
+        headers = self.additional_headers
+        assert isinstance(headers, tuple)
+        return headers

@@ -1,0 +1,197 @@
+"""Events the core emits, read with ``events_received()``.
+
+Every event is a frozen, slotted dataclass. Server events carry the ``ConnectionInfo`` of the
+client they concern; the same object identifies that client in every event of its life, so
+applications can key state on it (it is hashable).
+
+Event-order contract (see docs/architecture.md): for every adopted client exactly one
+``ClientConnected`` and, later, exactly one ``ClientDisconnected``; no ``FrameReceived`` or
+``SessionTimeout`` for a client before its ``ClientConnected`` or after its
+``ClientDisconnected``. On replacement the old client's ``ClientDisconnected`` comes immediately
+before the new client's ``ClientConnected``, in the same ``events_received()`` batch.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import NewType
+
+from .errors import HandshakeError
+from .frames import Frame
+
+__all__ = [
+    "ClientConnected",
+    "ClientDisconnected",
+    "ClientEvent",
+    "ClientRejected",
+    "ConnectFailed",
+    "Connected",
+    "ConnectionId",
+    "ConnectionInfo",
+    "DisconnectCause",
+    "Disconnected",
+    "FrameReceived",
+    "HandshakeFailed",
+    "MessageDropped",
+    "ServerEvent",
+    "SessionTimeout",
+]
+
+#: Identifies one TCP connection within one server or client core; never reused.
+ConnectionId = NewType("ConnectionId", int)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ConnectionInfo:
+    """What is known about a WebSocket connection once its handshake completed."""
+
+    id: ConnectionId
+    #: The peer's address as the adapter reported it (e.g. ``("127.0.0.1", 50123)``).
+    remote: object = field(default=None, compare=False)
+    #: Request target of the upgrade request: path and query string.
+    path: str = field(default="/", compare=False)
+    #: Request headers (server side) or response headers (client side), names lower-cased.
+    headers: tuple[tuple[str, str], ...] = field(default=(), compare=False, repr=False)
+    subprotocol: str | None = field(default=None, compare=False)
+
+    def header(self, name: str) -> str | None:
+        """The first value of header ``name`` (case-insensitive), or ``None``."""
+        wanted = name.lower()
+        for key, value in self.headers:
+            if key == wanted:
+                return value
+        return None
+
+
+class DisconnectCause(enum.Enum):
+    """Why a connection's session ended."""
+
+    #: The peer sent a close frame.
+    CLOSED_BY_PEER = "closed_by_peer"
+    #: The application closed it and the close handshake completed.
+    CLOSED_LOCALLY = "closed_locally"
+    #: The TCP connection ended without a close frame (close code 1006).
+    CONNECTION_LOST = "connection_lost"
+    #: The peer broke the protocol or a limit; the core failed the connection.
+    PROTOCOL_ERROR = "protocol_error"
+    #: A newer client replaced this one (policy ``replace``).
+    REPLACED = "replaced"
+    #: Our close frame was not answered within ``close_timeout``.
+    CLOSE_TIMEOUT = "close_timeout"
+    #: No pong arrived within ``ping_timeout``.
+    KEEPALIVE_TIMEOUT = "keepalive_timeout"
+    #: The server is shutting down.
+    SHUTDOWN = "shutdown"
+
+
+# --- events of both roles -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FrameReceived:
+    """A message from the peer, deserialized into a frame."""
+
+    connection: ConnectionInfo
+    frame: Frame
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MessageDropped:
+    """A message from the peer could not be deserialized; it was dropped, the session goes on."""
+
+    connection: ConnectionInfo
+    #: What went wrong, for logs (never sent to the peer).
+    detail: str
+    #: Messages dropped on this connection so far, this one included.
+    dropped_total: int
+
+
+# --- server events ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClientConnected:
+    """A client completed its handshake and was adopted as a session."""
+
+    connection: ConnectionInfo
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClientDisconnected:
+    """An adopted client's session ended. Emitted exactly once per ``ClientConnected``."""
+
+    connection: ConnectionInfo
+    #: The WebSocket close code: the peer's, the one we sent, or 1006 without a close frame.
+    code: int
+    reason: str
+    cause: DisconnectCause
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SessionTimeout:
+    """The session has lasted ``session_timeout`` seconds. Fires once; nothing is closed."""
+
+    connection: ConnectionInfo
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClientRejected:
+    """Policy ``reject``: a client completed its handshake while another was adopted; it is
+    closed with 1013 and never adopted."""
+
+    connection: ConnectionInfo
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HandshakeFailed:
+    """A connection ended before becoming a WebSocket: bad or refused request, or a timeout.
+
+    ``status_code`` is the HTTP status sent (``None`` when nothing was sent, e.g. on timeout or
+    EOF). Plain HTTP requests answered by the application's handler are not failures and are not
+    reported.
+    """
+
+    connection_id: ConnectionId
+    status_code: int | None
+    detail: str
+
+
+ServerEvent = (
+    ClientConnected
+    | ClientDisconnected
+    | SessionTimeout
+    | ClientRejected
+    | HandshakeFailed
+    | FrameReceived
+    | MessageDropped
+)
+
+# --- client events ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Connected:
+    """The server accepted the upgrade; frames may flow."""
+
+    connection: ConnectionInfo
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ConnectFailed:
+    """The opening handshake failed; the connection is closed. No ``Disconnected`` follows."""
+
+    error: HandshakeError
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Disconnected:
+    """The connection ended after ``Connected``. Emitted exactly once per ``Connected``."""
+
+    connection: ConnectionInfo
+    code: int
+    reason: str
+    cause: DisconnectCause
+
+
+ClientEvent = Connected | ConnectFailed | Disconnected | FrameReceived | MessageDropped

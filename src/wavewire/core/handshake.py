@@ -1,0 +1,473 @@
+"""The opening handshake (RFC 6455 section 4) over h11, for both roles.
+
+h11 parses and serializes HTTP/1.1 and enforces the head-size cap; this module applies the
+WebSocket rules on top: which requests are upgrades, what makes one invalid (and with which
+status), the application's accept/reject decision, and the client's checks of the 101 response.
+Both handshakes are incremental: feed bytes, get ``None`` until an outcome is known.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import http
+import urllib.parse
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import h11
+from wsproto.utilities import generate_accept_token
+
+from .config import ClientConfig, ServerConfig, check_headers
+from .errors import HandshakeError, HandshakeRejected, InvalidHandshake, InvalidURI
+from .framing import MaskSource
+
+__all__ = [
+    "Accept",
+    "ClientHandshake",
+    "HandshakeRequest",
+    "HttpRequest",
+    "HttpResponse",
+    "Reject",
+    "ServerHandshake",
+    "WebSocketURI",
+    "parse_uri",
+]
+
+Headers = tuple[tuple[str, str], ...]
+
+
+def _decode_headers(raw: h11._headers.Headers) -> Headers:
+    # h11 has already rejected CR, LF and NUL; latin-1 maps every remaining byte.
+    return tuple((name.decode("ascii").lower(), value.decode("latin-1")) for name, value in raw)
+
+
+def _values(headers: Headers, name: str) -> list[str]:
+    return [value for key, value in headers if key == name]
+
+
+def _tokens(headers: Headers, name: str) -> list[str]:
+    # Comma-separated list headers may also be repeated (RFC 9110 5.3); a linear split, no regex
+    # (ws CVE-2021-32640 was a ReDoS in exactly this parsing).
+    return [token.strip() for value in _values(headers, name) for token in value.split(",")]
+
+
+def _status_line_response(
+    status_code: int, headers: Sequence[tuple[str, str]], body: bytes, connection: h11.Connection
+) -> bytes:
+    phrase = http.HTTPStatus(status_code).phrase.encode() if status_code in _KNOWN else b""
+    all_headers = [
+        *headers,
+        ("Content-Length", str(len(body))),
+        ("Connection", "close"),
+    ]
+    out = connection.send(h11.Response(status_code=status_code, headers=all_headers, reason=phrase))
+    if body:
+        out += connection.send(h11.Data(data=body))
+    out += connection.send(h11.EndOfMessage())
+    return out
+
+
+_KNOWN = frozenset(status.value for status in http.HTTPStatus)
+
+
+# --- public decision types for the server ------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HandshakeRequest:
+    """A valid WebSocket upgrade request, as the application's handshake hook sees it."""
+
+    #: Request target: path and query string, e.g. ``"/ws?token=abc"``.
+    path: str
+    #: Header pairs in order, names lower-cased.
+    headers: Headers = field(repr=False)
+    #: Subprotocols the client offered, in its order of preference.
+    subprotocols: tuple[str, ...] = ()
+    origin: str | None = None
+    remote: object = None
+
+    def header(self, name: str) -> str | None:
+        """The first value of header ``name`` (case-insensitive), or ``None``."""
+        values = _values(self.headers, name.lower())
+        return values[0] if values else None
+
+    @property
+    def query(self) -> dict[str, list[str]]:
+        """The query string, parsed (``?token=x`` gives ``{"token": ["x"]}``)."""
+        return urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Accept:
+    """Accept the upgrade, optionally choosing one of the offered subprotocols."""
+
+    subprotocol: str | None = None
+    headers: Sequence[tuple[str, str]] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "headers", check_headers(self.headers))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Reject:
+    """Refuse the upgrade with an HTTP response; the connection is then closed."""
+
+    status_code: int = 403
+    headers: Sequence[tuple[str, str]] = ()
+    body: bytes = b""
+
+    def __post_init__(self) -> None:
+        if not 400 <= self.status_code <= 599:
+            raise ValueError("a rejection's status_code must be a 4xx or 5xx status")
+        object.__setattr__(self, "headers", check_headers(self.headers))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HttpRequest:
+    """A plain (non-upgrade) HTTP request, for ``ServerConfig.http_handler``."""
+
+    method: str
+    path: str
+    headers: Headers = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HttpResponse:
+    """The answer to a plain HTTP request; the connection is closed after it."""
+
+    status_code: int = 200
+    headers: Sequence[tuple[str, str]] = ()
+    body: bytes = b""
+
+    def __post_init__(self) -> None:
+        if not 200 <= self.status_code <= 599:
+            raise ValueError("status_code must be a final status (200-599)")
+        object.__setattr__(self, "headers", check_headers(self.headers))
+
+
+# --- server handshake outcomes -----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Upgraded:
+    request: HandshakeRequest
+    subprotocol: str | None
+    response: bytes
+    #: Bytes the client sent after its request head: the first WebSocket frames, if any.
+    trailing: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    status_code: int
+    response: bytes
+    detail: str
+    #: False when the application's HTTP handler answered a plain request: not a failure.
+    failed: bool = True
+
+
+class ServerHandshake:
+    """Reads one HTTP request and decides: upgrade, refusal, or a plain HTTP answer."""
+
+    def __init__(self, config: ServerConfig, remote: object = None) -> None:
+        self._config = config
+        self._remote = remote
+        self._h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=config.max_head_size)
+
+    def receive_data(self, data: bytes) -> Upgraded | Refused | None:
+        self._h11.receive_data(data)
+        try:
+            event = self._h11.next_event()
+        except h11.RemoteProtocolError as exc:
+            status = exc.error_status_hint
+            return self._refuse(status, f"invalid HTTP request: {exc}")
+        if event is h11.NEED_DATA:
+            return None
+        # A server h11 connection in IDLE yields nothing but a Request or NEED_DATA first.
+        assert isinstance(event, h11.Request)
+        return self._handle_request(event)
+
+    def _handle_request(self, event: h11.Request) -> Upgraded | Refused:
+        headers = _decode_headers(event.headers)
+        target = event.target.decode("ascii", "replace")
+        if not _values(headers, "upgrade"):
+            return self._plain_http(event.method.decode("ascii", "replace"), target, headers)
+        problem = _upgrade_problem(event, headers)
+        if problem is not None:
+            status, detail, extra = problem
+            return self._refuse(status, detail, extra)
+        origins = _values(headers, "origin")
+        origin = origins[0] if origins else None
+        allowed = self._config.allowed_origins
+        if allowed is not None and origin not in allowed:
+            return self._refuse(403, f"origin {origin!r} is not allowed")
+        request = HandshakeRequest(
+            path=target,
+            headers=headers,
+            subprotocols=tuple(t for t in _tokens(headers, "sec-websocket-protocol") if t),
+            origin=origin,
+            remote=self._remote,
+        )
+        decision = self._decide(request)
+        if isinstance(decision, Refused):
+            return decision
+        if decision.subprotocol is not None and decision.subprotocol not in request.subprotocols:
+            return self._refuse(500, "the handshake hook chose a subprotocol the client did not offer")
+        key = _values(headers, "sec-websocket-key")[0]
+        response_headers = [
+            ("Upgrade", "websocket"),
+            ("Connection", "Upgrade"),
+            ("Sec-WebSocket-Accept", generate_accept_token(key.encode("ascii")).decode("ascii")),
+        ]
+        if decision.subprotocol is not None:
+            response_headers.append(("Sec-WebSocket-Protocol", decision.subprotocol))
+        response_headers.extend(decision.headers)
+        response = self._h11.send(
+            h11.InformationalResponse(
+                status_code=101, headers=response_headers, reason=b"Switching Protocols"
+            )
+        )
+        trailing, _closed = self._h11.trailing_data
+        return Upgraded(request, decision.subprotocol, response, bytes(trailing))
+
+    def _decide(self, request: HandshakeRequest) -> Accept | Refused:
+        hook = self._config.handshake_hook
+        if hook is None:
+            offered = request.subprotocols
+            chosen = next((p for p in self._config.subprotocols if p in offered), None)
+            return Accept(subprotocol=chosen)
+        try:
+            decision = hook(request)
+        except Exception as exc:
+            # The application's bug: answer 500 without details, report it for the logs.
+            return self._refuse(500, f"handshake hook raised {exc!r}", body=b"")
+        if isinstance(decision, Reject):
+            response = _status_line_response(
+                decision.status_code, decision.headers, decision.body, self._h11
+            )
+            return Refused(decision.status_code, response, "rejected by the handshake hook")
+        if not isinstance(decision, Accept):
+            return self._refuse(500, f"handshake hook returned {decision!r}", body=b"")
+        return decision
+
+    def _plain_http(self, method: str, target: str, headers: Headers) -> Refused:
+        handler = self._config.http_handler
+        if handler is not None:
+            try:
+                answer = handler(HttpRequest(method=method, path=target, headers=headers))
+            except Exception as exc:
+                return self._refuse(500, f"http handler raised {exc!r}", body=b"")
+            if answer is not None:
+                response = _status_line_response(
+                    answer.status_code, answer.headers, answer.body, self._h11
+                )
+                return Refused(answer.status_code, response, "plain HTTP request", failed=False)
+        return self._refuse(
+            426,
+            "not a WebSocket upgrade request",
+            (("Upgrade", "websocket"), ("Sec-WebSocket-Version", "13")),
+        )
+
+    def _refuse(
+        self,
+        status: int,
+        detail: str,
+        headers: Sequence[tuple[str, str]] = (),
+        body: bytes | None = None,
+    ) -> Refused:
+        if body is None:
+            body = f"Failed to open a WebSocket connection: {detail}.\n".encode("utf-8", "replace")
+        headers = (*headers, ("Content-Type", "text/plain; charset=utf-8"))
+        return Refused(status, _status_line_response(status, headers, body, self._h11), detail)
+
+
+def _upgrade_problem(
+    event: h11.Request, headers: Headers
+) -> tuple[int, str, tuple[tuple[str, str], ...]] | None:
+    """Why an upgrade request is invalid (status, detail, extra headers), or None if valid."""
+    if event.method != b"GET":
+        return 400, "the upgrade request's method must be GET", ()
+    if event.http_version != b"1.1":
+        return 400, "the upgrade request must use HTTP/1.1", ()
+    # A body on an upgrade request is a smuggling vector (h11 CVE-2025-43859 class).
+    if _values(headers, "transfer-encoding") or any(
+        v.strip() != "0" for v in _values(headers, "content-length")
+    ):
+        return 400, "the upgrade request must not have a body", ()
+    upgrade = _values(headers, "upgrade")
+    if len(upgrade) != 1 or [t.lower() for t in _tokens(headers, "upgrade")] != ["websocket"]:
+        return 400, "invalid Upgrade header", ()
+    if "upgrade" not in (t.lower() for t in _tokens(headers, "connection")):
+        return 400, "the Connection header must include 'upgrade'", ()
+    version = _values(headers, "sec-websocket-version")
+    if len(version) != 1:
+        return 400, "exactly one Sec-WebSocket-Version header is required", ()
+    if version[0].strip() != "13":
+        return 426, "unsupported WebSocket version", (("Sec-WebSocket-Version", "13"),)
+    key = _values(headers, "sec-websocket-key")
+    if len(key) != 1:
+        return 400, "exactly one Sec-WebSocket-Key header is required", ()
+    try:
+        raw_key = base64.b64decode(key[0].encode("ascii"), validate=True)
+    except (binascii.Error, UnicodeEncodeError):
+        raw_key = b""
+    if len(raw_key) != 16:
+        return 400, "Sec-WebSocket-Key must be 16 bytes, base64-encoded", ()
+    if len(_values(headers, "origin")) > 1:
+        return 400, "more than one Origin header", ()
+    return None
+
+
+# --- client side -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class WebSocketURI:
+    secure: bool
+    host: str
+    port: int
+    #: Path and query, as sent in the request line.
+    resource: str
+    user_info: tuple[str, str] | None = None
+
+    @property
+    def host_header(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        default = 443 if self.secure else 80
+        return host if self.port == default else f"{host}:{self.port}"
+
+
+def parse_uri(uri: str) -> WebSocketURI:
+    """Parse a ``ws://`` or ``wss://`` URI (RFC 6455 section 3); ``InvalidURI`` if unusable."""
+    try:
+        parts = urllib.parse.urlsplit(uri)
+        port = parts.port
+    except ValueError as exc:
+        raise InvalidURI(f"{uri!r} is not a valid URI: {exc}") from None
+    if parts.scheme not in ("ws", "wss"):
+        raise InvalidURI(f"{uri!r} is not a WebSocket URI: the scheme must be ws or wss")
+    if not parts.hostname:
+        raise InvalidURI(f"{uri!r} has no host")
+    if parts.fragment:
+        raise InvalidURI(f"{uri!r} has a fragment, which WebSocket URIs may not have")
+    secure = parts.scheme == "wss"
+    resource = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    if any(c in resource for c in " \r\n\0"):
+        raise InvalidURI(f"{uri!r} has whitespace or control characters in its path")
+    user_info = None
+    if parts.username is not None:
+        user_info = (
+            urllib.parse.unquote(parts.username),
+            urllib.parse.unquote(parts.password or ""),
+        )
+    return WebSocketURI(
+        secure=secure,
+        host=parts.hostname,
+        port=port if port is not None else (443 if secure else 80),
+        resource=resource,
+        user_info=user_info,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class HandshakeAccepted:
+    headers: Headers
+    subprotocol: str | None
+    trailing: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class HandshakeFailure:
+    error: HandshakeError
+
+
+class ClientHandshake:
+    """Builds the upgrade request and checks the server's answer."""
+
+    def __init__(self, uri: WebSocketURI, config: ClientConfig, random_bytes: MaskSource) -> None:
+        self._config = config
+        self._key = base64.b64encode(random_bytes(16)).decode("ascii")
+        self._h11 = h11.Connection(h11.CLIENT, max_incomplete_event_size=config.max_head_size)
+        self._rejection: h11.Response | None = None
+        self._body = bytearray()
+        headers = [
+            ("Host", uri.host_header),
+            ("Upgrade", "websocket"),
+            ("Connection", "Upgrade"),
+            ("Sec-WebSocket-Key", self._key),
+            ("Sec-WebSocket-Version", "13"),
+        ]
+        if config.subprotocols:
+            headers.append(("Sec-WebSocket-Protocol", ", ".join(config.subprotocols)))
+        if config.origin is not None:
+            headers.append(("Origin", config.origin))
+        if uri.user_info is not None:
+            credentials = ":".join(uri.user_info).encode("utf-8")
+            headers.append(("Authorization", "Basic " + base64.b64encode(credentials).decode()))
+        if config.user_agent is not None:
+            headers.append(("User-Agent", config.user_agent))
+        headers.extend(config.headers)
+        self.request = self._h11.send(h11.Request(method="GET", target=uri.resource, headers=headers))
+
+    def receive_data(self, data: bytes) -> HandshakeAccepted | HandshakeFailure | None:
+        self._h11.receive_data(data)
+        while True:
+            try:
+                event = self._h11.next_event()
+            except h11.RemoteProtocolError as exc:
+                return HandshakeFailure(InvalidHandshake(f"invalid HTTP response: {exc}"))
+            if event is h11.NEED_DATA:
+                return None
+            if isinstance(event, h11.InformationalResponse):
+                if event.status_code == 101:
+                    return self._check_switch(event)
+                continue  # 1xx interim responses carry nothing for us (RFC 9110 15.2)
+            if isinstance(event, h11.Response):
+                self._rejection = event
+            elif isinstance(event, h11.Data):
+                room = self._config.max_rejection_body - len(self._body)
+                self._body += event.data[:room]
+                if len(self._body) >= self._config.max_rejection_body:
+                    return self._rejected()
+            else:
+                # EndOfMessage, or ConnectionClosed / PAUSED after an upgrade refused mid-body.
+                return self._rejected()
+
+    def receive_eof(self) -> HandshakeFailure:
+        if self._rejection is not None:
+            return self._rejected()
+        return HandshakeFailure(InvalidHandshake("connection closed during the opening handshake"))
+
+    def _rejected(self) -> HandshakeFailure:
+        response = self._rejection
+        assert response is not None
+        return HandshakeFailure(
+            HandshakeRejected(
+                response.status_code, _decode_headers(response.headers), bytes(self._body)
+            )
+        )
+
+    def _check_switch(self, event: h11.InformationalResponse) -> HandshakeAccepted | HandshakeFailure:
+        headers = _decode_headers(event.headers)
+        # RFC 6455 section 4.1, the client's checks of the server's handshake, in order.
+        if [t.lower() for t in _tokens(headers, "upgrade")] != ["websocket"]:
+            return HandshakeFailure(InvalidHandshake("the 101 response has no 'Upgrade: websocket'"))
+        if "upgrade" not in (t.lower() for t in _tokens(headers, "connection")):
+            return HandshakeFailure(InvalidHandshake("the 101 response has no 'Connection: upgrade'"))
+        expected = generate_accept_token(self._key.encode("ascii")).decode("ascii")
+        if _values(headers, "sec-websocket-accept") != [expected]:
+            return HandshakeFailure(InvalidHandshake("wrong or missing Sec-WebSocket-Accept"))
+        if _values(headers, "sec-websocket-extensions"):
+            return HandshakeFailure(InvalidHandshake("the server chose an extension not offered"))
+        protocols = _tokens(headers, "sec-websocket-protocol")
+        subprotocol = None
+        if protocols:
+            if len(protocols) != 1 or protocols[0] not in self._config.subprotocols:
+                return HandshakeFailure(InvalidHandshake("the server chose a subprotocol not offered"))
+            subprotocol = protocols[0]
+        trailing, _closed = self._h11.trailing_data
+        return HandshakeAccepted(headers, subprotocol, bytes(trailing))
+
+
+__all__ += ["HandshakeAccepted", "HandshakeFailure", "Refused", "Upgraded"]

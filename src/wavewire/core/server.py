@@ -1,0 +1,322 @@
+"""The server core: every TCP connection, the sessions adopted from them, and the client policy.
+
+A *session* is the unit: each connection that completes its handshake may be adopted as a
+session, with its own session timer, serializer calls and drop counter. The client policy is a
+rule applied at the moment of adoption, on top of that:
+
+* ``replace`` (default): the current session is detached at once -- ``ClientDisconnected(old)``
+  then ``ClientConnected(new)`` in the same step -- its unsent output is dropped and it gets a
+  close frame 1000 "replaced by a newer connection" (1000, not 1001, so that a client with
+  reconnect logic does not fight the newcomer), whose handshake finishes in the background,
+  bounded by ``close_timeout``. Nothing the old connection does afterwards reaches the
+  application.
+* ``reject``: the newcomer gets close code 1013 (try again later) and is never adopted; the
+  current session is untouched.
+* ``multi``: every newcomer is adopted; nothing is replaced.
+
+Usage by an adapter: ``connection_made(now)`` for each accepted socket, then feed
+``receive_data``/``receive_eof``/``connection_lost``/``handle_timer``; after *every* call,
+write out ``data_to_send()``, dispatch ``events_received()`` and re-arm a timer for
+``next_deadline()``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .config import ServerConfig
+from .connection import (
+    Connection,
+    Ended,
+    HandshakeDone,
+    LowEvent,
+    MessageIn,
+    Opened,
+    State,
+    Transmit,
+    check_close,
+)
+from .errors import InvalidState
+from .events import (
+    ClientConnected,
+    ClientDisconnected,
+    ClientRejected,
+    ConnectionId,
+    ConnectionInfo,
+    DisconnectCause,
+    FrameReceived,
+    HandshakeFailed,
+    MessageDropped,
+    ServerEvent,
+    SessionTimeout,
+)
+from .frames import Frame
+from .handshake import ServerHandshake, Upgraded
+
+__all__ = ["ServerProtocol"]
+
+#: Reason sent in the close frame of a replaced client.
+REPLACED_REASON = "replaced by a newer connection"
+#: Close code and reason for a newcomer refused under policy ``reject`` (RFC 6455 7.4.1).
+REJECTED_CODE, REJECTED_REASON = 1013, "another client is connected"
+
+
+@dataclass(slots=True)
+class _Session:
+    info: ConnectionInfo
+    timeout_at: float | None
+    dropped: int = 0
+
+
+class ServerProtocol:
+    """Sans-IO WebSocket server for any number of TCP connections. See the module docstring."""
+
+    def __init__(self, config: ServerConfig | None = None) -> None:
+        self.config = config if config is not None else ServerConfig()
+        self._next_id = 1
+        self._connections: dict[ConnectionId, Connection] = {}
+        self._sessions: dict[ConnectionId, _Session] = {}
+        self._events: list[ServerEvent] = []
+        # Connections with output or events to collect, in the order they got them.
+        self._touched: dict[ConnectionId, None] = {}
+        self._shutting_down = False
+
+    # --- connection inputs -------------------------------------------------------------------
+
+    def connection_made(self, now: float, remote: object = None) -> ConnectionId:
+        """Register a new TCP connection; returns its id for the other calls."""
+        connection_id = ConnectionId(self._next_id)
+        self._next_id += 1
+        handshake = ServerHandshake(self.config, remote)
+        self._connections[connection_id] = Connection(connection_id, self.config, handshake, now)
+        if self._shutting_down:
+            self._connections[connection_id].connection_lost(now)
+            self._settle(self._connections[connection_id], now)
+        return connection_id
+
+    def receive_data(self, connection_id: ConnectionId, data: bytes, now: float) -> None:
+        """Bytes read from the connection. Never raises for anything the peer sent."""
+        connection = self._lookup(connection_id)
+        if connection is not None:
+            connection.receive_data(data, now)
+            self._settle(connection, now)
+
+    def receive_eof(self, connection_id: ConnectionId, now: float) -> None:
+        """The peer closed its side of the connection."""
+        connection = self._lookup(connection_id)
+        if connection is not None:
+            connection.receive_eof(now)
+            self._settle(connection, now)
+
+    def connection_lost(self, connection_id: ConnectionId, now: float) -> None:
+        """The socket is gone (reset, write failure, or the adapter closed it)."""
+        connection = self._lookup(connection_id)
+        if connection is not None:
+            connection.connection_lost(now)
+            self._settle(connection, now)
+
+    def handle_timer(self, now: float) -> None:
+        """Fire every deadline at or before ``now``; harmless to call early or often."""
+        for session in list(self._sessions.values()):
+            if session.timeout_at is not None and now >= session.timeout_at:
+                session.timeout_at = None
+                self._events.append(SessionTimeout(connection=session.info))
+        for connection in list(self._connections.values()):
+            deadline = connection.next_deadline()
+            if deadline is not None and now >= deadline:
+                connection.handle_timer(now)
+                self._settle(connection, now)
+
+    # --- application commands ----------------------------------------------------------------
+
+    def send_frame(self, connection_id: ConnectionId, frame: Frame) -> bool:
+        """Serialize ``frame`` and queue it for the session; False if the serializer skips it.
+
+        ``InvalidState`` if the connection is not an open session.
+        """
+        self._open_session(connection_id)
+        data = self.config.serializer.serialize(frame)
+        if data is None:
+            return False
+        self.send_message(connection_id, data)
+        return True
+
+    def send_message(self, connection_id: ConnectionId, data: bytes | str) -> None:
+        """Queue one raw message (binary for bytes, text for str) for the session."""
+        self._open_session(connection_id).send_message(data)
+        self._touched[connection_id] = None
+
+    def close(
+        self, connection_id: ConnectionId, now: float, code: int = 1000, reason: str = ""
+    ) -> None:
+        """Start closing a session; ``ClientDisconnected`` follows when the close completes.
+
+        Idempotent on a session already closing or gone; ``InvalidState`` only for an id this
+        server never issued.
+        """
+        check_close(code, reason)
+        connection = self._lookup(connection_id)
+        if connection is not None and connection_id in self._sessions:
+            connection.close(code, reason, now)
+            self._settle(connection, now)
+
+    def shutdown(self, now: float, code: int = 1001, reason: str = "server shutting down") -> None:
+        """Close every connection: sessions get ``code``, handshakes in progress are aborted,
+        and connections made from now on are refused at once."""
+        check_close(code, reason)
+        self._shutting_down = True
+        for connection in list(self._connections.values()):
+            if connection.state is State.CONNECTING:
+                connection.connection_lost(now)
+            else:
+                connection.close(code, reason, now, cause=DisconnectCause.SHUTDOWN)
+            self._settle(connection, now)
+        for session in self._sessions.values():
+            session.timeout_at = None
+
+    # --- outputs -----------------------------------------------------------------------------
+
+    def data_to_send(self) -> list[Transmit]:
+        """What to write (and close) on which connection, in order; call after every input."""
+        transmits = []
+        for connection_id in self._touched:
+            connection = self._connections.get(connection_id)
+            if connection is None:
+                continue
+            transmit = connection.take_output()
+            if transmit is not None:
+                transmits.append(transmit)
+            if connection.finished:
+                del self._connections[connection_id]
+        self._touched.clear()
+        return transmits
+
+    def events_received(self) -> list[ServerEvent]:
+        """Events since the last call, in order."""
+        events, self._events = self._events, []
+        return events
+
+    def next_deadline(self) -> float | None:
+        """The earliest time at which ``handle_timer`` has something to do, or None."""
+        deadlines = [s.timeout_at for s in self._sessions.values() if s.timeout_at is not None]
+        for connection in self._connections.values():
+            deadline = connection.next_deadline()
+            if deadline is not None:
+                deadlines.append(deadline)
+        return min(deadlines) if deadlines else None
+
+    @property
+    def clients(self) -> tuple[ConnectionInfo, ...]:
+        """The adopted sessions, oldest first."""
+        return tuple(session.info for session in self._sessions.values())
+
+    @property
+    def connection_count(self) -> int:
+        """TCP connections the core still tracks (handshaking, open, or closing)."""
+        return len(self._connections)
+
+    # --- internals ---------------------------------------------------------------------------
+
+    def _lookup(self, connection_id: ConnectionId) -> Connection | None:
+        if not 0 < connection_id < self._next_id:
+            raise InvalidState(f"connection {connection_id} was never made by this server")
+        # A finished connection's late input (or a late command for it) is discarded.
+        return self._connections.get(connection_id)
+
+    def _open_session(self, connection_id: ConnectionId) -> Connection:
+        connection = self._lookup(connection_id)
+        if connection is None or connection_id not in self._sessions:
+            raise InvalidState(f"connection {connection_id} is not a connected client")
+        return connection
+
+    def _settle(self, connection: Connection, now: float) -> None:
+        """Apply a connection's low-level events now, inside the call that caused them."""
+        self._touched[connection.id] = None
+        for event in connection.take_events():
+            self._on_event(connection, event, now)
+
+    def _on_event(self, connection: Connection, event: LowEvent, now: float) -> None:
+        session = self._sessions.get(connection.id)
+        if isinstance(event, Opened):
+            self._adopt(connection, now)
+        elif isinstance(event, MessageIn):
+            if session is not None:  # a detached or rejected connection's messages are dropped
+                self._deliver(session, event.data)
+        elif isinstance(event, Ended):
+            if session is not None:
+                del self._sessions[connection.id]
+                self._events.append(
+                    ClientDisconnected(
+                        connection=session.info,
+                        code=event.code,
+                        reason=event.reason,
+                        cause=event.cause,
+                    )
+                )
+        else:
+            assert isinstance(event, HandshakeDone)
+            if event.failed:
+                self._events.append(
+                    HandshakeFailed(
+                        connection_id=connection.id,
+                        status_code=event.status_code,
+                        detail=event.detail,
+                    )
+                )
+
+    def _adopt(self, connection: Connection, now: float) -> None:
+        upgrade = connection.upgrade
+        assert isinstance(upgrade, Upgraded)
+        request = upgrade.request
+        info = ConnectionInfo(
+            id=connection.id,
+            remote=request.remote,
+            path=request.path,
+            headers=request.headers,
+            subprotocol=upgrade.subprotocol,
+        )
+        policy = self.config.client_policy
+        if self._sessions and policy == "reject":
+            connection.close(REJECTED_CODE, REJECTED_REASON, now)
+            self._events.append(ClientRejected(connection=info))
+            return
+        if policy == "replace":
+            for old_id, old in list(self._sessions.items()):
+                self._detach(old_id, old, now)
+        timeout = self.config.session_timeout
+        # The session timer starts at adoption, for every session (Pipecat arms it once, ever).
+        self._sessions[connection.id] = _Session(
+            info, None if timeout is None else now + timeout
+        )
+        self._events.append(ClientConnected(connection=info))
+
+    def _detach(self, connection_id: ConnectionId, session: _Session, now: float) -> None:
+        del self._sessions[connection_id]
+        self._events.append(
+            ClientDisconnected(
+                connection=session.info,
+                code=1000,
+                reason=REPLACED_REASON,
+                cause=DisconnectCause.REPLACED,
+            )
+        )
+        old = self._connections[connection_id]
+        old.close(1000, REPLACED_REASON, now, drop_pending=True)
+        self._settle(old, now)
+
+    def _deliver(self, session: _Session, data: bytes | str) -> None:
+        try:
+            frame = self.config.serializer.deserialize(data)
+        except Exception as exc:
+            # One bad message must not end the session (in Pipecat it does): drop and report.
+            session.dropped += 1
+            self._events.append(
+                MessageDropped(
+                    connection=session.info,
+                    detail=f"{type(exc).__name__}: {exc}",
+                    dropped_total=session.dropped,
+                )
+            )
+            return
+        if frame is not None:
+            self._events.append(FrameReceived(connection=session.info, frame=frame))
