@@ -21,16 +21,16 @@ from .connection import (
 from .errors import HandshakeError, InvalidState
 from .events import (
     ClientEvent,
-    ConnectFailed,
     Connected,
+    ConnectFailed,
     ConnectionId,
     ConnectionInfo,
     Disconnected,
     FrameReceived,
     MessageDropped,
 )
-from .framing import MaskSource
 from .frames import Frame
+from .framing import MaskSource
 from .handshake import ClientHandshake, HandshakeAccepted, WebSocketURI, parse_uri
 
 __all__ = ["ClientProtocol"]
@@ -142,7 +142,10 @@ class ClientProtocol:
                 assert self._info is not None
                 self._events.append(
                     Disconnected(
-                        connection=self._info, code=event.code, reason=event.reason, cause=event.cause
+                        connection=self._info,
+                        code=event.code,
+                        reason=event.reason,
+                        cause=event.cause,
                     )
                 )
             else:

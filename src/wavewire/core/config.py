@@ -29,20 +29,29 @@ DEFAULT_MAX_MESSAGE_SIZE = 1 << 20
 DEFAULT_MAX_HEAD_SIZE = 16 * 1024
 
 
-def _check_positive(name: str, value: float | None, *, allow_none: bool = True) -> None:
-    if value is None and allow_none:
+# The checks take ``object``: callers without a type checker pass anything.
+def _check_positive(name: str, value: object) -> None:
+    """A duration: a positive finite number, or None (off)."""
+    if value is None:
         return
     if (
-        value is None
-        or isinstance(value, bool)
+        isinstance(value, bool)
         or not isinstance(value, int | float)
         or not math.isfinite(value)
         or value <= 0
     ):
-        raise ValueError(f"{name} must be a positive number{' or None' if allow_none else ''}")
+        raise ValueError(f"{name} must be a positive number or None")
 
 
-def _check_header_value(name: str, value: str) -> None:
+def _check_count(name: str, value: object, *, minimum: int = 1, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        qualifier = " or None" if allow_none else ""
+        raise ValueError(f"{name} must be an int >= {minimum}{qualifier}")
+
+
+def _check_header_value(name: str, value: object) -> None:
     # A CR or LF would let a caller inject headers or split the request (websockets 16.1).
     if not isinstance(value, str):
         raise TypeError(f"header {name!r} must be a str, got {type(value).__name__}")
@@ -50,7 +59,7 @@ def _check_header_value(name: str, value: str) -> None:
         raise ValueError(f"header {name!r} has a CR, LF or NUL in its value; refusing to send it")
 
 
-def _check_header_name(name: str) -> None:
+def _check_header_name(name: object) -> None:
     if not isinstance(name, str):
         raise TypeError(f"header name must be a str, got {type(name).__name__}")
     if not name or any(c in name for c in " \t\r\n:\0"):
@@ -88,16 +97,9 @@ class _ConnectionLimits:
     serializer: FrameSerializer = field(default_factory=ProtobufFrameSerializer)
 
     def _validate(self) -> None:
-        for name in ("max_message_size", "max_head_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise ValueError(f"{name} must be a positive int")
-        if self.max_fragments is not None and (
-            isinstance(self.max_fragments, bool)
-            or not isinstance(self.max_fragments, int)
-            or self.max_fragments <= 0
-        ):
-            raise ValueError("max_fragments must be a positive int or None")
+        _check_count("max_message_size", self.max_message_size)
+        _check_count("max_head_size", self.max_head_size)
+        _check_count("max_fragments", self.max_fragments, allow_none=True)
         for name in ("open_timeout", "close_timeout", "ping_interval", "ping_timeout"):
             _check_positive(name, getattr(self, name))
         if not isinstance(self.serializer, FrameSerializer):
@@ -134,7 +136,9 @@ class ServerConfig(_ConnectionLimits):
     def __post_init__(self) -> None:
         self._validate()
         if self.client_policy not in _POLICIES:
-            raise ValueError(f"client_policy must be one of {_POLICIES}, got {self.client_policy!r}")
+            raise ValueError(
+                f"client_policy must be one of {_POLICIES}, got {self.client_policy!r}"
+            )
         _check_positive("session_timeout", self.session_timeout)
         if self.allowed_origins is not None:
             if isinstance(self.allowed_origins, str):
@@ -172,12 +176,7 @@ class ClientConfig(_ConnectionLimits):
             value = getattr(self, name)
             if value is not None:
                 _check_header_value(name, value)
-        if (
-            isinstance(self.max_rejection_body, bool)
-            or not isinstance(self.max_rejection_body, int)
-            or self.max_rejection_body < 0
-        ):
-            raise ValueError("max_rejection_body must be a non-negative int")
+        _check_count("max_rejection_body", self.max_rejection_body, minimum=0)
 
     @property
     def headers(self) -> tuple[tuple[str, str], ...]:

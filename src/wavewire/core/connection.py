@@ -215,25 +215,38 @@ class Connection:
         self._socket_gone = True
         self._lost(now)
 
+    def abort(self, now: float) -> None:
+        """End the connection at once: drop unsent output and close the socket."""
+        self._lost(now)
+        self._out.clear()
+        self._drop_pending = True
+        self._close_socket = True
+
     def handle_timer(self, now: float) -> None:
         if self.state is State.CONNECTING:
             if self._open_deadline is not None and now >= self._open_deadline:
                 self._abort_handshake("opening handshake timed out", HandshakeTimeout)
         elif self.state is State.OPEN:
             if self._pong_deadline is not None and now >= self._pong_deadline:
-                self._fail(CloseReason.INTERNAL_ERROR, DisconnectCause.KEEPALIVE_TIMEOUT, abort=True)
+                self._fail(
+                    CloseReason.INTERNAL_ERROR, DisconnectCause.KEEPALIVE_TIMEOUT, abort=True
+                )
                 return
             if self._ping_at is not None and now >= self._ping_at:
                 self._send_ping(now)
-        elif self.state is State.CLOSING:
-            if self._close_deadline is not None and now >= self._close_deadline:
-                end = self._end
-                assert end is not None and self._ws is not None
-                if self._ws.state is not WsState.CLOSED:
-                    # Our close frame was never answered.
-                    end = Ended(1006, "", DisconnectCause.CLOSE_TIMEOUT)
-                # Else a client whose close frames crossed just stops waiting for TCP close.
-                self._finish(end, drop_pending=True)
+        elif (
+            self.state is State.CLOSING
+            and self._close_deadline is not None
+            and now >= self._close_deadline
+        ):
+            end = self._end
+            assert end is not None
+            assert self._ws is not None
+            if self._ws.state is not WsState.CLOSED:
+                # Our close frame was never answered.
+                end = Ended(1006, "", DisconnectCause.CLOSE_TIMEOUT)
+            # Else a client whose close frames crossed just stops waiting for TCP close.
+            self._finish(end, drop_pending=True)
 
     # --- commands ----------------------------------------------------------------------------
 

@@ -76,12 +76,12 @@ class AudioRawFrame(Frame):
         return len(self.audio) // (self.num_channels * PCM16_SAMPLE_WIDTH)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True, repr=False)
 class InputAudioRawFrame(AudioRawFrame):
     """Audio received from the peer."""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True, repr=False)
 class OutputAudioRawFrame(AudioRawFrame):
     """Audio to send to the peer."""
 

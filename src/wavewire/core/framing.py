@@ -35,6 +35,8 @@ __all__ = ["MaskSource", "WsConnection", "apply_mask", "encode_frame"]
 #: Returns ``n`` unpredictable bytes; adapters pass ``os.urandom``, tests a fixed source.
 MaskSource = Callable[[int], bytes]
 
+_NO_RSV = RsvBits(False, False, False)
+
 
 def apply_mask(data: bytes, key: bytes) -> bytes:
     """XOR ``data`` with the 4-byte ``key`` repeated (RFC 6455 section 5.3)."""
@@ -51,7 +53,7 @@ def encode_frame(
     payload: bytes,
     *,
     fin: bool = True,
-    rsv: RsvBits = RsvBits(False, False, False),
+    rsv: RsvBits = _NO_RSV,
     mask_key: bytes | None = None,
 ) -> bytes:
     """Serialize one frame (RFC 6455 section 5.2); masked when ``mask_key`` is given."""
@@ -140,7 +142,7 @@ class _FrameProtocol(FrameProtocol):
         self, opcode: Opcode, payload: bytes | bytearray = b"", fin: bool = True
     ) -> bytearray:
         data = bytes(payload)
-        rsv = RsvBits(False, False, False)
+        rsv = _NO_RSV
         for extension in reversed(self.extensions):
             rsv, data = extension.frame_outbound(self, opcode, rsv, data, fin)
         if opcode.iscontrol() and len(data) > 125:

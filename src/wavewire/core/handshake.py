@@ -213,7 +213,9 @@ class ServerHandshake:
         if isinstance(decision, Refused):
             return decision
         if decision.subprotocol is not None and decision.subprotocol not in request.subprotocols:
-            return self._refuse(500, "the handshake hook chose a subprotocol the client did not offer")
+            return self._refuse(
+                500, "the handshake hook chose a subprotocol the client did not offer"
+            )
         key = _values(headers, "sec-websocket-key")[0]
         response_headers = [
             ("Upgrade", "websocket"),
@@ -238,7 +240,7 @@ class ServerHandshake:
             chosen = next((p for p in self._config.subprotocols if p in offered), None)
             return Accept(subprotocol=chosen)
         try:
-            decision = hook(request)
+            decision: object = hook(request)  # the application's code: trust nothing
         except Exception as exc:
             # The application's bug: answer 500 without details, report it for the logs.
             return self._refuse(500, f"handshake hook raised {exc!r}", body=b"")
@@ -408,7 +410,9 @@ class ClientHandshake:
         if config.user_agent is not None:
             headers.append(("User-Agent", config.user_agent))
         headers.extend(config.headers)
-        self.request = self._h11.send(h11.Request(method="GET", target=uri.resource, headers=headers))
+        self.request = self._h11.send(
+            h11.Request(method="GET", target=uri.resource, headers=headers)
+        )
 
     def receive_data(self, data: bytes) -> HandshakeAccepted | HandshakeFailure | None:
         self._h11.receive_data(data)
@@ -448,13 +452,19 @@ class ClientHandshake:
             )
         )
 
-    def _check_switch(self, event: h11.InformationalResponse) -> HandshakeAccepted | HandshakeFailure:
+    def _check_switch(
+        self, event: h11.InformationalResponse
+    ) -> HandshakeAccepted | HandshakeFailure:
         headers = _decode_headers(event.headers)
         # RFC 6455 section 4.1, the client's checks of the server's handshake, in order.
         if [t.lower() for t in _tokens(headers, "upgrade")] != ["websocket"]:
-            return HandshakeFailure(InvalidHandshake("the 101 response has no 'Upgrade: websocket'"))
+            return HandshakeFailure(
+                InvalidHandshake("the 101 response has no 'Upgrade: websocket'")
+            )
         if "upgrade" not in (t.lower() for t in _tokens(headers, "connection")):
-            return HandshakeFailure(InvalidHandshake("the 101 response has no 'Connection: upgrade'"))
+            return HandshakeFailure(
+                InvalidHandshake("the 101 response has no 'Connection: upgrade'")
+            )
         expected = generate_accept_token(self._key.encode("ascii")).decode("ascii")
         if _values(headers, "sec-websocket-accept") != [expected]:
             return HandshakeFailure(InvalidHandshake("wrong or missing Sec-WebSocket-Accept"))
@@ -464,7 +474,9 @@ class ClientHandshake:
         subprotocol = None
         if protocols:
             if len(protocols) != 1 or protocols[0] not in self._config.subprotocols:
-                return HandshakeFailure(InvalidHandshake("the server chose a subprotocol not offered"))
+                return HandshakeFailure(
+                    InvalidHandshake("the server chose a subprotocol not offered")
+                )
             subprotocol = protocols[0]
         trailing, _closed = self._h11.trailing_data
         return HandshakeAccepted(headers, subprotocol, bytes(trailing))

@@ -90,7 +90,7 @@ class ServerProtocol:
         handshake = ServerHandshake(self.config, remote)
         self._connections[connection_id] = Connection(connection_id, self.config, handshake, now)
         if self._shutting_down:
-            self._connections[connection_id].connection_lost(now)
+            self._connections[connection_id].abort(now)
             self._settle(self._connections[connection_id], now)
         return connection_id
 
@@ -167,7 +167,7 @@ class ServerProtocol:
         self._shutting_down = True
         for connection in list(self._connections.values()):
             if connection.state is State.CONNECTING:
-                connection.connection_lost(now)
+                connection.abort(now)
             else:
                 connection.close(code, reason, now, cause=DisconnectCause.SHUTDOWN)
             self._settle(connection, now)
@@ -285,9 +285,7 @@ class ServerProtocol:
                 self._detach(old_id, old, now)
         timeout = self.config.session_timeout
         # The session timer starts at adoption, for every session (Pipecat arms it once, ever).
-        self._sessions[connection.id] = _Session(
-            info, None if timeout is None else now + timeout
-        )
+        self._sessions[connection.id] = _Session(info, None if timeout is None else now + timeout)
         self._events.append(ClientConnected(connection=info))
 
     def _detach(self, connection_id: ConnectionId, session: _Session, now: float) -> None:
