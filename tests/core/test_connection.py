@@ -393,3 +393,125 @@ def test_client_connected_event_and_serializer_skip() -> None:
     from wavewire.core.frames import EndFrame
 
     assert link.client.send_frame(EndFrame()) is False  # protobuf has no EndFrame message
+
+
+def test_client_receives_frames_and_survives_a_bad_message() -> None:
+    net = Network()
+    link = net.connect()
+    assert link.client.connection is not None
+    assert link.client.connection.path == "/ws"
+    assert net.server.send_frame(link.connection_id, TextFrame(text="to client"))
+    net.server.send_message(link.connection_id, "text is not protobuf")
+    from wavewire.core.frames import EndFrame
+
+    assert net.server.send_frame(link.connection_id, EndFrame()) is False
+    net.pump()
+    received = [e.frame for e in link.client_events if isinstance(e, FrameReceived)]
+    assert [f.text for f in received if isinstance(f, TextFrame)] == ["to client"]
+    [dropped] = [e for e in link.client_events if isinstance(e, MessageDropped)]
+    assert dropped.dropped_total == 1
+    assert "SerializationError" in dropped.detail
+    assert link.client.state is State.OPEN
+
+
+def test_client_connection_lost_is_1006_once() -> None:
+    net = Network()
+    link = net.connect()
+    link.client.connection_lost(net.clock.now)
+    link.client.connection_lost(net.clock.now)
+    assert link.client.data_to_send() == []  # the socket is gone: nothing to write
+    events = [e for e in link.client.events_received() if isinstance(e, Disconnected)]
+    assert [(e.code, e.cause) for e in events] == [(1006, DisconnectCause.CONNECTION_LOST)]
+
+
+def test_client_eof_during_handshake_is_connect_failed() -> None:
+    client = ClientProtocol("ws://localhost/", random_bytes=CountingRandom(), now=T0)
+    client.receive_eof(T0)
+    [event] = client.events_received()
+    assert isinstance(event, ConnectFailed)
+    assert "closed during the opening handshake" in str(event.error)
+
+
+def test_early_timer_calls_do_nothing() -> None:
+    raw = RawServer(ping_interval=20, ping_timeout=10, close_timeout=5)
+    connection = raw.server._connections[raw.cid]
+    connection.handle_timer(T0 + 1)  # OPEN, nothing due
+    assert raw.out() is None
+    raw.server.close(raw.cid, T0)
+    raw.out()
+    connection.handle_timer(T0 + 1)  # CLOSING, close deadline not reached
+    assert raw.out() is None
+    assert connection.state is State.CLOSING
+
+
+def test_keepalive_without_pong_timeout_keeps_pinging() -> None:
+    raw = RawServer(ping_interval=5, ping_timeout=None)
+    first = raw.at(T0 + 5)
+    second = raw.at(T0 + 10)
+    assert first is not None and first.data == b"\x89\x04\x00\x00\x00\x01"
+    assert second is not None and second.data == b"\x89\x04\x00\x00\x00\x02"
+    assert raw.server.next_deadline() == T0 + 15
+
+
+def test_no_close_timeout_waits_forever() -> None:
+    raw = RawServer(close_timeout=None)
+    raw.server.close(raw.cid, T0)
+    raw.out()
+    assert raw.server.next_deadline() is None
+
+
+def test_eof_while_our_close_is_unanswered_is_1006() -> None:
+    raw = RawServer()
+    raw.server.close(raw.cid, T0, 1000)
+    raw.out()
+    raw.server.receive_eof(raw.cid, T0)
+    event = raw.disconnected()
+    assert (event.code, event.cause) == (1006, DisconnectCause.CONNECTION_LOST)
+
+
+def test_ws_connection_guards() -> None:
+    from wsproto.events import Ping
+
+    from wavewire.core.framing import WsConnection
+
+    with pytest.raises(ValueError, match="mask source"):
+        WsConnection(client=True, max_message_size=10, max_fragments=1)
+    short = WsConnection(
+        client=True, max_message_size=10, max_fragments=1, mask_source=lambda n: b"abc"
+    )
+    with pytest.raises(ValueError, match="exactly the bytes"):
+        short.send(Ping(payload=b"x"))
+    server = WsConnection(client=False, max_message_size=10, max_fragments=1)
+    with pytest.raises(ValueError, match="at most 125"):
+        server.send(Ping(payload=b"x" * 126))
+
+
+def test_close_is_idempotent_while_closing() -> None:
+    raw = RawServer()
+    raw.server.close(raw.cid, T0, 1000)
+    first = raw.out()
+    raw.server.close(raw.cid, T0, 4000, "again")
+    assert first is not None
+    assert raw.out() is None  # no second close frame
+
+
+def test_messages_the_serializer_ignores_produce_no_event() -> None:
+    raw = RawServer()
+    raw.feed(masked(Opcode.BINARY, b""))  # the raw serializer maps empty audio to None
+    assert raw.server.events_received() == []
+
+
+def test_early_timer_call_while_connecting_does_nothing() -> None:
+    server = ServerProtocol(ServerConfig(open_timeout=5))
+    cid = server.connection_made(T0)
+    server._connections[cid].handle_timer(T0 + 1)
+    assert server.data_to_send() == []
+    assert server.next_deadline() == T0 + 5
+
+
+def test_client_ignores_messages_its_serializer_skips() -> None:
+    net = Network()
+    link = net.connect(config=ClientConfig(serializer=RawFrameSerializer()))
+    net.server.send_message(link.connection_id, b"")
+    net.pump()
+    assert [e for e in link.client_events if isinstance(e, FrameReceived)] == []

@@ -275,3 +275,36 @@ def test_commands_on_unknown_or_gone_connections() -> None:
     assert net.server.data_to_send() == []
     with pytest.raises(ValueError, match="may not be sent"):
         net.server.close(a.connection_id, net.clock.now, code=1006)
+
+
+def test_frames_of_a_rejected_newcomer_are_dropped() -> None:
+    net = Network(ServerConfig(client_policy="reject"))
+    net.connect()
+    b = net.connect(pump=False)
+    net.client_to_server(b)  # b's handshake completes at the server: 101 then close 1013
+    # b's frame arrives before b learnt it was refused (b's core is told the 101 only now).
+    net.server.data_to_send()
+    b.client.receive_data(
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Accept: "
+        + _accept_for(b)
+        + b"\r\n\r\n",
+        net.clock.now,
+    )
+    b.client.send_frame(TextFrame(text="sneaky"))
+    net.client_to_server(b)
+    assert texts_from(net, b.connection_id) == []
+    assert not any(
+        isinstance(e, FrameReceived) and e.connection.id == b.connection_id
+        for e in net.server.events_received()
+    )
+
+
+def _accept_for(link: Link) -> bytes:
+    import base64
+    import hashlib
+
+    # The client's key comes from CountingRandom: bytes 0..15.
+    key = base64.b64encode(bytes(range(16)))
+    digest = hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest()
+    return base64.b64encode(digest)

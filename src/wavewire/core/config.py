@@ -51,18 +51,27 @@ def _check_count(name: str, value: object, *, minimum: int = 1, allow_none: bool
         raise ValueError(f"{name} must be an int >= {minimum}{qualifier}")
 
 
+#: RFC 9110 5.6.2 token characters: what a header name may be made of.
+_TOKEN_CHARS = frozenset(
+    "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+)
+
+
 def _check_header_value(name: str, value: object) -> None:
-    # A CR or LF would let a caller inject headers or split the request (websockets 16.1).
     if not isinstance(value, str):
         raise TypeError(f"header {name!r} must be a str, got {type(value).__name__}")
+    # A CR or LF would let a caller inject headers or split the request (websockets 16.1).
     if "\r" in value or "\n" in value or "\0" in value:
         raise ValueError(f"header {name!r} has a CR, LF or NUL in its value; refusing to send it")
+    # h11 sends ASCII only; other control characters are invalid field values (RFC 9110 5.5).
+    if any(not (" " <= c <= "~" or c == "\t") for c in value):
+        raise ValueError(f"header {name!r} must be printable ASCII (percent-encode other text)")
 
 
 def _check_header_name(name: object) -> None:
     if not isinstance(name, str):
         raise TypeError(f"header name must be a str, got {type(name).__name__}")
-    if not name or any(c in name for c in " \t\r\n:\0"):
+    if not name or not _TOKEN_CHARS.issuperset(name):
         raise ValueError(f"invalid header name {name!r}")
 
 

@@ -321,10 +321,10 @@ class Connection:
     # --- internals ---------------------------------------------------------------------------
 
     def _move(self, trigger: Trigger) -> None:
-        try:
-            self.state = TRANSITIONS[self.state, trigger]
-        except KeyError:
-            raise AssertionError(f"no transition from {self.state} on {trigger}") from None
+        next_state = TRANSITIONS.get((self.state, trigger))
+        if next_state is None:
+            raise AssertionError(f"no transition from {self.state} on {trigger}")
+        self.state = next_state
 
     def _receive_handshake(self, data: bytes, now: float) -> None:
         handshake = self._handshake

@@ -19,7 +19,6 @@ import struct
 from collections.abc import Callable, Generator
 
 from wsproto.connection import Connection, ConnectionType
-from wsproto.extensions import Extension
 from wsproto.frame_protocol import (
     CloseReason,
     Frame,
@@ -74,14 +73,8 @@ def encode_frame(
 class _LimitedFrameDecoder(FrameDecoder):
     """A frame decoder that fails a message as soon as a header shows it breaks a limit."""
 
-    def __init__(
-        self,
-        client: bool,
-        extensions: list[Extension],
-        max_message_size: int,
-        max_fragments: int,
-    ) -> None:
-        super().__init__(client, extensions)
+    def __init__(self, client: bool, max_message_size: int, max_fragments: int) -> None:
+        super().__init__(client)
         self._max_message_size = max_message_size
         self._max_fragments = max_fragments
         self._message_size = 0
@@ -116,17 +109,16 @@ class _FrameProtocol(FrameProtocol):
     def __init__(
         self,
         client: bool,
-        extensions: list[Extension],
         *,
         max_message_size: int,
         max_fragments: int,
         mask_source: MaskSource | None,
     ) -> None:
-        super().__init__(client, extensions)
+        # No extension is negotiated yet: permessage-deflate comes with a decompression bound
+        # (wsproto's own is unbounded), and until then frames go out exactly as given.
+        super().__init__(client, [])
         # The parse generator reads self._frame_decoder lazily, so swapping it here is safe.
-        self._frame_decoder = _LimitedFrameDecoder(
-            client, self.extensions, max_message_size, max_fragments
-        )
+        self._frame_decoder = _LimitedFrameDecoder(client, max_message_size, max_fragments)
         self._mask_source = mask_source
         #: The peer's violation, if parsing failed; wsproto reports it only as a close event.
         self.failure: ParseFailed | None = None
@@ -142,9 +134,6 @@ class _FrameProtocol(FrameProtocol):
         self, opcode: Opcode, payload: bytes | bytearray = b"", fin: bool = True
     ) -> bytearray:
         data = bytes(payload)
-        rsv = _NO_RSV
-        for extension in reversed(self.extensions):
-            rsv, data = extension.frame_outbound(self, opcode, rsv, data, fin)
         if opcode.iscontrol() and len(data) > 125:
             raise ValueError("control frame payloads are at most 125 bytes (RFC 6455 5.5)")
         mask_key = None
@@ -153,7 +142,7 @@ class _FrameProtocol(FrameProtocol):
             mask_key = self._mask_source(4)
             if len(mask_key) != 4:
                 raise ValueError("the mask source must return exactly the bytes asked for")
-        return bytearray(encode_frame(opcode, data, fin=fin, rsv=rsv, mask_key=mask_key))
+        return bytearray(encode_frame(opcode, data, fin=fin, mask_key=mask_key))
 
 
 class WsConnection(Connection):
@@ -168,14 +157,12 @@ class WsConnection(Connection):
         max_message_size: int,
         max_fragments: int,
         mask_source: MaskSource | None = None,
-        extensions: list[Extension] | None = None,
     ) -> None:
         if client and mask_source is None:
             raise ValueError("a client connection needs a mask source")
-        super().__init__(ConnectionType.CLIENT if client else ConnectionType.SERVER, extensions)
+        super().__init__(ConnectionType.CLIENT if client else ConnectionType.SERVER)
         self._proto = _FrameProtocol(
             client,
-            extensions or [],
             max_message_size=max_message_size,
             max_fragments=max_fragments,
             mask_source=mask_source,

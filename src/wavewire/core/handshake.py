@@ -53,22 +53,45 @@ def _tokens(headers: Headers, name: str) -> list[str]:
 
 
 def _status_line_response(
-    status_code: int, headers: Sequence[tuple[str, str]], body: bytes, connection: h11.Connection
+    status_code: int,
+    headers: Sequence[tuple[str, str]],
+    body: bytes,
+    connection: h11.Connection,
+    *,
+    head: bool = False,
 ) -> bytes:
+    """A complete response that closes the connection; ``head``: the request was a HEAD, so
+    the body is left out (its Content-Length stays, as for the GET, RFC 9110 9.3.2)."""
     phrase = http.HTTPStatus(status_code).phrase.encode() if status_code in _KNOWN else b""
-    all_headers = [
-        *headers,
-        ("Content-Length", str(len(body))),
-        ("Connection", "close"),
-    ]
+    all_headers = [*headers]
+    if status_code not in _NO_BODY_STATUSES:
+        all_headers.append(("Content-Length", str(len(body))))
+    all_headers.append(("Connection", "close"))
     out = connection.send(h11.Response(status_code=status_code, headers=all_headers, reason=phrase))
-    if body:
+    if body and not head:
         out += connection.send(h11.Data(data=body))
     out += connection.send(h11.EndOfMessage())
     return out
 
 
 _KNOWN = frozenset(status.value for status in http.HTTPStatus)
+#: Statuses whose responses never have a body nor, here, a Content-Length (RFC 9110 8.6, 15.4.5).
+_NO_BODY_STATUSES = frozenset((204, 304))
+#: The core frames every response body itself; a caller's framing headers would contradict it.
+_FRAMING_HEADERS = frozenset(("content-length", "transfer-encoding"))
+
+
+def _check_response_headers(headers: Sequence[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
+    checked = check_headers(headers)
+    for name, _value in checked:
+        if name.lower() in _FRAMING_HEADERS:
+            raise ValueError(f"header {name!r} is set by wavewire from the body; do not pass it")
+    return checked
+
+
+def _consumed(connection: h11.Connection, received: int) -> int:
+    """How many of the ``received`` bytes fed to ``connection`` h11 has parsed."""
+    return received - len(connection.trailing_data[0])
 
 
 # --- public decision types for the server ------------------------------------------------------
@@ -120,7 +143,7 @@ class Reject:
     def __post_init__(self) -> None:
         if not 400 <= self.status_code <= 599:
             raise ValueError("a rejection's status_code must be a 4xx or 5xx status")
-        object.__setattr__(self, "headers", check_headers(self.headers))
+        object.__setattr__(self, "headers", _check_response_headers(self.headers))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -143,7 +166,9 @@ class HttpResponse:
     def __post_init__(self) -> None:
         if not 200 <= self.status_code <= 599:
             raise ValueError("status_code must be a final status (200-599)")
-        object.__setattr__(self, "headers", check_headers(self.headers))
+        if self.body and self.status_code in _NO_BODY_STATUSES:
+            raise ValueError(f"a {self.status_code} response has no body")
+        object.__setattr__(self, "headers", _check_response_headers(self.headers))
 
 
 # --- server handshake outcomes -----------------------------------------------------------------
@@ -174,8 +199,12 @@ class ServerHandshake:
         self._config = config
         self._remote = remote
         self._h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=config.max_head_size)
+        self._received = 0
+        #: The request is a HEAD: responses to it carry no body.
+        self._head = False
 
     def receive_data(self, data: bytes) -> Upgraded | Refused | None:
+        self._received += len(data)
         self._h11.receive_data(data)
         try:
             event = self._h11.next_event()
@@ -186,6 +215,11 @@ class ServerHandshake:
             return None
         # A server h11 connection in IDLE yields nothing but a Request or NEED_DATA first.
         assert isinstance(event, h11.Request)
+        self._head = event.method == b"HEAD"
+        # h11 caps only a head still incomplete (by more than the cap): one that arrives whole
+        # in a chunk is checked here, so that the cap holds however the bytes were split.
+        if _consumed(self._h11, self._received) > self._config.max_head_size:
+            return self._refuse(431, "the request head is larger than max_head_size")
         return self._handle_request(event)
 
     def _handle_request(self, event: h11.Request) -> Upgraded | Refused:
@@ -246,7 +280,7 @@ class ServerHandshake:
             return self._refuse(500, f"handshake hook raised {exc!r}", body=b"")
         if isinstance(decision, Reject):
             response = _status_line_response(
-                decision.status_code, decision.headers, decision.body, self._h11
+                decision.status_code, decision.headers, decision.body, self._h11, head=self._head
             )
             return Refused(decision.status_code, response, "rejected by the handshake hook")
         if not isinstance(decision, Accept):
@@ -255,14 +289,16 @@ class ServerHandshake:
 
     def _plain_http(self, method: str, target: str, headers: Headers) -> Refused:
         handler = self._config.http_handler
-        if handler is not None:
+        # A 2xx answer to CONNECT would turn the connection into a tunnel (h11 then refuses to
+        # send the body), so CONNECT never reaches the handler: it gets the 426 below.
+        if handler is not None and method != "CONNECT":
             try:
                 answer = handler(HttpRequest(method=method, path=target, headers=headers))
             except Exception as exc:
                 return self._refuse(500, f"http handler raised {exc!r}", body=b"")
             if answer is not None:
                 response = _status_line_response(
-                    answer.status_code, answer.headers, answer.body, self._h11
+                    answer.status_code, answer.headers, answer.body, self._h11, head=self._head
                 )
                 return Refused(answer.status_code, response, "plain HTTP request", failed=False)
         return self._refuse(
@@ -281,7 +317,8 @@ class ServerHandshake:
         if body is None:
             body = f"Failed to open a WebSocket connection: {detail}.\n".encode("utf-8", "replace")
         headers = (*headers, ("Content-Type", "text/plain; charset=utf-8"))
-        return Refused(status, _status_line_response(status, headers, body, self._h11), detail)
+        response = _status_line_response(status, headers, body, self._h11, head=self._head)
+        return Refused(status, response, detail)
 
 
 def _upgrade_problem(
@@ -393,6 +430,8 @@ class ClientHandshake:
         self._h11 = h11.Connection(h11.CLIENT, max_incomplete_event_size=config.max_head_size)
         self._rejection: h11.Response | None = None
         self._body = bytearray()
+        self._received = 0
+        self._consumed = 0
         headers = [
             ("Host", uri.host_header),
             ("Upgrade", "websocket"),
@@ -415,6 +454,7 @@ class ClientHandshake:
         )
 
     def receive_data(self, data: bytes) -> HandshakeAccepted | HandshakeFailure | None:
+        self._received += len(data)
         self._h11.receive_data(data)
         while True:
             try:
@@ -423,6 +463,15 @@ class ClientHandshake:
                 return HandshakeFailure(InvalidHandshake(f"invalid HTTP response: {exc}"))
             if event is h11.NEED_DATA:
                 return None
+            if isinstance(event, h11.InformationalResponse | h11.Response):
+                # As on the server: h11 does not cap a head that arrives whole. Only heads
+                # come before a head, so what h11 parsed since the last one is this head.
+                consumed = _consumed(self._h11, self._received)
+                size, self._consumed = consumed - self._consumed, consumed
+                if size > self._config.max_head_size:
+                    return HandshakeFailure(
+                        InvalidHandshake("the response head is larger than max_head_size")
+                    )
             if isinstance(event, h11.InformationalResponse):
                 if event.status_code == 101:
                     return self._check_switch(event)

@@ -180,9 +180,8 @@ class ServerProtocol:
         """What to write (and close) on which connection, in order; call after every input."""
         transmits = []
         for connection_id in self._touched:
-            connection = self._connections.get(connection_id)
-            if connection is None:
-                continue
+            # Only data_to_send forgets connections, so every touched one is still here.
+            connection = self._connections[connection_id]
             transmit = connection.take_output()
             if transmit is not None:
                 transmits.append(transmit)
@@ -227,6 +226,8 @@ class ServerProtocol:
         connection = self._lookup(connection_id)
         if connection is None or connection_id not in self._sessions:
             raise InvalidState(f"connection {connection_id} is not a connected client")
+        if connection.state is not State.OPEN:
+            raise InvalidState(f"cannot send on a connection that is {connection.state.value}")
         return connection
 
     def _settle(self, connection: Connection, now: float) -> None:

@@ -1,0 +1,259 @@
+"""Drives a ``ServerProtocol`` over anyio sockets (asyncio or trio).
+
+Tasks, all in one task group:
+
+* the accept loop (``Listener.serve``), one task per connection;
+* per connection, a reader (socket -> ``receive_data``/``receive_eof``) and a writer (the
+  connection's ``Outbox``, its only writer);
+* one timer task sleeping until ``next_deadline()``, woken whenever the deadline changes.
+
+Every core call is followed by ``_flush()``, the one choke point: it routes ``data_to_send()``
+to the outboxes (drop, write, close), hands events to the sink and re-arms the timer. Time is
+``anyio.current_time()``. Received frames are delivered by the connection's reader, which
+awaits the sink: a slow consumer stops the reading of that socket (backpressure) instead of
+growing a queue.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+
+import anyio
+import anyio.abc
+from anyio.abc import SocketAttribute
+
+from wavewire.adapters.errors import ConnectionClosed
+from wavewire.adapters.outbox import Outbox
+from wavewire.adapters.sink import ServerEventSink
+from wavewire.core.errors import InvalidState
+from wavewire.core.events import ConnectionId, FrameReceived, ServerEvent
+from wavewire.core.frames import Frame
+from wavewire.core.server import ServerProtocol
+
+__all__ = ["AnyioServerDriver"]
+
+logger = logging.getLogger("wavewire.server")
+
+READ_SIZE = 64 * 1024
+#: Exceptions that mean the socket is gone, mapped at the backend boundary.
+READ_ERRORS = (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError)
+
+
+@dataclass(eq=False)
+class _Connection:
+    id: ConnectionId
+    outbox: Outbox
+    frames: list[FrameReceived] = field(default_factory=list)
+    #: Scope of the receive in progress; the writer cancels it once the socket is closed.
+    receive_scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
+    stop_reading: bool = False
+    done: anyio.Event = field(default_factory=anyio.Event)
+
+
+class AnyioServerDriver:
+    """Serves ``protocol`` on ``listener`` until ``shutdown()``; see the module docstring.
+
+    ``high_water``: bytes pending per connection above which ``drain`` waits.
+    ``write_timeout``: seconds a write may block before the connection is aborted.
+    """
+
+    def __init__(
+        self,
+        protocol: ServerProtocol,
+        listener: anyio.abc.Listener[anyio.abc.ByteStream],
+        sink: ServerEventSink,
+        *,
+        high_water: int = 256 * 1024,
+        write_timeout: float | None = 10.0,
+    ) -> None:
+        self.protocol = protocol
+        self._listener = listener
+        self._sink = sink
+        self._high_water = high_water
+        self._write_timeout = write_timeout
+        self._connections: dict[ConnectionId, _Connection] = {}
+        self._armed: float | None = None
+        self._timer_wake = anyio.Event()
+        self._accepting = anyio.CancelScope()
+        self._stopped = anyio.Event()
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    async def serve(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Accept and serve connections until ``shutdown()`` has finished."""
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._run_timer)
+            tg.start_soon(self._accept_loop, tg)
+            task_status.started()
+            await self._stopped.wait()
+            tg.cancel_scope.cancel()
+
+    async def shutdown(self, code: int = 1001, reason: str = "server shutting down") -> None:
+        """Stop accepting, close every connection with ``code``, wait for them (bounded by
+        ``close_timeout`` plus a second), then stop ``serve``."""
+        self._accepting.cancel()
+        with anyio.CancelScope(shield=True):
+            try:
+                await self._listener.aclose()
+            except READ_ERRORS:
+                pass
+            self.protocol.shutdown(anyio.current_time(), code, reason)
+            self._flush()
+            close_timeout = self.protocol.config.close_timeout
+            bound = None if close_timeout is None else close_timeout + 1.0
+            with anyio.move_on_after(bound):
+                for connection in list(self._connections.values()):
+                    await connection.done.wait()
+        self._stopped.set()
+
+    # --- application commands (synchronous core calls, then the flush) -----------------------
+
+    def send_frame(self, connection_id: ConnectionId, frame: Frame) -> bool:
+        """Queue ``frame``; ``ConnectionClosed`` if the client is not connected."""
+        try:
+            sent = self.protocol.send_frame(connection_id, frame)
+        except InvalidState as exc:
+            raise ConnectionClosed(str(exc)) from None
+        self._flush()
+        return sent
+
+    async def drain(self, connection_id: ConnectionId) -> None:
+        """Wait until the connection's pending output is under the high-water mark."""
+        connection = self._connections.get(connection_id)
+        if connection is not None:
+            await connection.outbox.wait_writable()
+
+    def close(self, connection_id: ConnectionId, code: int = 1000, reason: str = "") -> None:
+        self.protocol.close(connection_id, anyio.current_time(), code, reason)
+        self._flush()
+
+    async def wait_done(self, connection_id: ConnectionId) -> None:
+        """Wait until the connection's socket is closed and its tasks are over."""
+        connection = self._connections.get(connection_id)
+        if connection is not None:
+            await connection.done.wait()
+
+    @property
+    def local_address(self) -> tuple[str, int]:
+        host, port = self._listener.extra(SocketAttribute.local_address)[:2]
+        return str(host), int(port)
+
+    # --- the flush choke point ---------------------------------------------------------------
+
+    def _flush(self) -> None:
+        for transmit in self.protocol.data_to_send():
+            connection = self._connections.get(transmit.connection_id)
+            if connection is None:
+                continue
+            if transmit.drop_pending:
+                connection.outbox.drop_pending()
+            connection.outbox.put(transmit.data)
+            if transmit.close:
+                connection.outbox.request_close()
+        events: list[ServerEvent] = []
+        for event in self.protocol.events_received():
+            if isinstance(event, FrameReceived):
+                connection = self._connections.get(event.connection.id)
+                if connection is not None:
+                    connection.frames.append(event)
+            else:
+                events.append(event)
+        if events:
+            try:
+                self._sink.on_events(events)
+            except Exception:
+                logger.exception("event sink failed")
+        deadline = self.protocol.next_deadline()
+        if deadline != self._armed:
+            self._armed = deadline
+            self._timer_wake.set()
+
+    # --- tasks -------------------------------------------------------------------------------
+
+    async def _run_timer(self) -> None:
+        while True:
+            self._timer_wake = anyio.Event()
+            deadline = self._armed
+            with anyio.CancelScope(deadline=math.inf if deadline is None else deadline):
+                await self._timer_wake.wait()
+            if deadline is not None and anyio.current_time() >= deadline:
+                self.protocol.handle_timer(anyio.current_time())
+                self._armed = None  # force the flush to re-arm
+                self._flush()
+
+    async def _accept_loop(self, tg: anyio.abc.TaskGroup) -> None:
+        with self._accepting:
+            await self._listener.serve(self._handle, task_group=tg)
+
+    async def _handle(self, stream: anyio.abc.ByteStream) -> None:
+        remote = stream.extra(SocketAttribute.remote_address, None)
+        now = anyio.current_time()
+        connection_id = self.protocol.connection_made(now, remote)
+        close_timeout = self.protocol.config.close_timeout
+        outbox = Outbox(
+            stream,
+            high_water=self._high_water,
+            write_timeout=self._write_timeout,
+            close_timeout=close_timeout,
+        )
+        connection = _Connection(connection_id, outbox)
+        self._connections[connection_id] = connection
+        try:
+            self._flush()
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._write, connection)
+                await self._read(connection, stream)
+        finally:
+            del self._connections[connection_id]
+            connection.done.set()
+            try:
+                self._sink.on_connection_done(connection_id)
+            except Exception:
+                logger.exception("event sink failed")
+
+    async def _read(self, connection: _Connection, stream: anyio.abc.ByteStream) -> None:
+        outbox = connection.outbox
+        while not (outbox.close_requested or connection.stop_reading):
+            data = b""
+            eof = lost = False
+            connection.receive_scope = anyio.CancelScope()
+            with connection.receive_scope:
+                try:
+                    data = await stream.receive(READ_SIZE)
+                except anyio.EndOfStream:
+                    eof = True
+                except READ_ERRORS:
+                    lost = True
+            if connection.receive_scope.cancel_called:
+                break
+            now = anyio.current_time()
+            if eof:
+                self.protocol.receive_eof(connection.id, now)
+            elif lost:
+                self.protocol.connection_lost(connection.id, now)
+                outbox.request_close()
+            else:
+                self.protocol.receive_data(connection.id, data, now)
+            self._flush()
+            await self._deliver_frames(connection)
+            if eof or lost:
+                break
+
+    async def _deliver_frames(self, connection: _Connection) -> None:
+        while connection.frames:
+            event = connection.frames.pop(0)
+            await self._sink.on_frame(event)
+
+    async def _write(self, connection: _Connection) -> None:
+        await connection.outbox.run()
+        if connection.outbox.failed:
+            logger.info("connection %d: write failed or timed out; aborted", connection.id)
+            self.protocol.connection_lost(connection.id, anyio.current_time())
+            self._flush()
+        # The socket is closed: stop a reader blocked on it (frames it holds are still delivered).
+        connection.stop_reading = True
+        connection.receive_scope.cancel()

@@ -1,0 +1,121 @@
+"""One connection's outgoing bytes: queued in order, written by one task, bounded in time.
+
+The flush choke point puts bytes here synchronously; ``run`` is the connection's only writer, so
+writes never interleave. ``drop_pending`` discards what is queued and not yet written (a replaced
+client's stale audio). A write that makes no progress for ``write_timeout`` seconds (a peer that
+stopped reading) fails the connection instead of blocking forever.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+import anyio
+import anyio.abc
+
+__all__ = ["Outbox"]
+
+#: Exceptions that mean the socket is unusable, mapped here at the backend boundary.
+WRITE_ERRORS = (TimeoutError, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError)
+
+
+class Outbox:
+    def __init__(
+        self,
+        stream: anyio.abc.ByteStream,
+        *,
+        high_water: int,
+        write_timeout: float | None,
+        close_timeout: float | None,
+    ) -> None:
+        self._stream = stream
+        self._high_water = high_water
+        self._write_timeout = write_timeout
+        self._close_timeout = close_timeout
+        self._chunks: deque[bytes] = deque()
+        self._queued = 0
+        self._in_flight = 0
+        self._wake = anyio.Event()
+        self._progress = anyio.Event()
+        #: The core said: close the socket once the queue is written.
+        self.close_requested = False
+        #: The socket is closed (or failed); nothing more is written.
+        self.closed = False
+        #: A write failed or timed out (the socket was aborted, not closed after writing).
+        self.failed = False
+
+    @property
+    def pending(self) -> int:
+        """Bytes queued or being written."""
+        return self._queued + self._in_flight
+
+    # --- called from the flush choke point (synchronous) -------------------------------------
+
+    def put(self, data: bytes) -> None:
+        if self.closed or not data:
+            return
+        self._chunks.append(data)
+        self._queued += len(data)
+        self._wake.set()
+
+    def drop_pending(self) -> None:
+        self._chunks.clear()
+        self._queued = 0
+        self._signal_progress()
+
+    def request_close(self) -> None:
+        self.close_requested = True
+        self._wake.set()
+
+    # --- awaited by senders ------------------------------------------------------------------
+
+    async def wait_writable(self) -> None:
+        """Wait while more than ``high_water`` bytes are pending (send backpressure)."""
+        while not self.closed and self.pending > self._high_water:
+            await self._progress.wait()
+
+    # --- the writer task ---------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Write until the core asks for the close (or a write fails); then close the socket."""
+        try:
+            while True:
+                if self._chunks:
+                    data = b"".join(self._chunks)
+                    self._chunks.clear()
+                    self._queued, self._in_flight = 0, len(data)
+                    try:
+                        with anyio.fail_after(self._write_timeout):
+                            await self._stream.send(data)
+                    except WRITE_ERRORS:
+                        self.failed = True
+                        return
+                    finally:
+                        self._in_flight = 0
+                    self._signal_progress()
+                elif self.close_requested:
+                    return
+                else:
+                    self._wake = anyio.Event()
+                    await self._wake.wait()
+        finally:
+            self.closed = True
+            self._chunks.clear()
+            self._queued = 0
+            self._signal_progress()
+            await self._close_socket()
+
+    async def _close_socket(self) -> None:
+        if not self.failed:
+            with anyio.move_on_after(self._close_timeout, shield=True):
+                try:
+                    await self._stream.aclose()
+                except WRITE_ERRORS:
+                    pass
+                else:
+                    return
+        await anyio.aclose_forcefully(self._stream)
+
+    def _signal_progress(self) -> None:
+        self._progress.set()
+        self._progress = anyio.Event()

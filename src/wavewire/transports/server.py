@@ -1,0 +1,358 @@
+"""``WebsocketServerTransport``: Pipecat's WebSocket server transport on wavewire's core.
+
+::
+
+    async with WebsocketServerTransport(WebsocketServerParams(), port=8765) as transport:
+        async for frame in transport.input():
+            await transport.output().send(frame)
+
+Entering binds and listens (then ``on_websocket_ready`` fires); leaving closes every client with
+1001, bounded by ``close_timeout``, closes the listener and ends every task. Handlers run one
+at a time, in event order, in a dedicated task: keep them short.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Callable
+from contextlib import AsyncExitStack
+from types import TracebackType
+from typing import Any, TypeVar
+
+import anyio
+import anyio.abc
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from anyio.streams.tls import TLSListener
+
+from wavewire.adapters.anyio_server import AnyioServerDriver
+from wavewire.adapters.errors import ConnectionClosed
+from wavewire.core.events import (
+    ClientConnected,
+    ClientDisconnected,
+    ClientRejected,
+    ConnectionId,
+    ConnectionInfo,
+    DisconnectCause,
+    FrameReceived,
+    HandshakeFailed,
+    MessageDropped,
+    ServerEvent,
+    SessionTimeout,
+)
+from wavewire.core.frames import Frame, InputAudioRawFrame
+from wavewire.core.server import ServerProtocol
+from wavewire.transports.events import EventHandlers
+from wavewire.transports.params import WebsocketServerParams
+from wavewire.transports.streams import FrameInput, FrameOutput
+
+__all__ = ["ClientHandle", "WebsocketServerTransport"]
+
+logger = logging.getLogger("wavewire.server")
+
+H = TypeVar("H", bound=Callable[..., Any])
+
+SERVER_EVENTS = (
+    "on_client_connected",
+    "on_client_disconnected",
+    "on_session_timeout",
+    "on_websocket_ready",
+)
+
+
+class ClientHandle:
+    """One connected client, as handlers and applications see it (hashable, compared by id)."""
+
+    def __init__(self, transport: WebsocketServerTransport, info: ConnectionInfo) -> None:
+        self._transport = transport
+        self.info = info
+        self._gone = anyio.Event()
+        #: Set once disconnected: how the session ended.
+        self.disconnect: ClientDisconnected | None = None
+        self._inbox: tuple[MemoryObjectSendStream[Frame], MemoryObjectReceiveStream[Frame]] | None
+        self._inbox = None
+
+    @property
+    def id(self) -> ConnectionId:
+        return self.info.id
+
+    @property
+    def remote(self) -> object:
+        """The peer's address, e.g. ``("127.0.0.1", 50123)``."""
+        return self.info.remote
+
+    @property
+    def path(self) -> str:
+        return self.info.path
+
+    @property
+    def headers(self) -> tuple[tuple[str, str], ...]:
+        return self.info.headers
+
+    def header(self, name: str) -> str | None:
+        return self.info.header(name)
+
+    @property
+    def connected(self) -> bool:
+        return self.disconnect is None
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        """Close the session and wait until it is over (bounded by ``close_timeout``)."""
+        self._transport._driver_or_raise().close(self.id, code, reason)
+        await self._gone.wait()
+
+    def input(self) -> FrameInput:
+        """Frames from this client (policy ``multi`` only: otherwise ``transport.input()``)."""
+        if self._inbox is None:
+            raise RuntimeError("client.input() needs client_policy='multi'; use transport.input()")
+        return FrameInput(self._inbox[1])
+
+    def output(self) -> FrameOutput:
+        """Frames to this client; ``ConnectionClosed`` once it is gone."""
+        return FrameOutput(self._send)
+
+    async def _send(self, frame: Frame) -> None:
+        if self.disconnect is not None:
+            raise ConnectionClosed(f"client {self.id} is disconnected")
+        driver = self._transport._driver_or_raise()
+        driver.send_frame(self.id, frame)
+        await driver.drain(self.id)
+
+    def __repr__(self) -> str:
+        return f"<ClientHandle id={self.id} remote={self.remote!r} path={self.path!r}>"
+
+
+class WebsocketServerTransport:
+    """See the module docstring. ``input_name``/``output_name`` are kept for Pipecat parity."""
+
+    def __init__(
+        self,
+        params: WebsocketServerParams | None = None,
+        host: str = "localhost",
+        port: int = 8765,
+        input_name: str | None = None,
+        output_name: str | None = None,
+    ) -> None:
+        self.params = params if params is not None else WebsocketServerParams()
+        self._config = self.params.server_config()  # validate now, not when entering
+        self.host = host
+        self.port = port
+        self.input_name = input_name
+        self.output_name = output_name
+        self._handlers = EventHandlers(SERVER_EVENTS)
+        self._driver: AnyioServerDriver | None = None
+        self._stack: AsyncExitStack | None = None
+        self._handles: dict[ConnectionId, ClientHandle] = {}
+        self._current: ClientHandle | None = None
+        self._multi = self.params.client_policy == "multi"
+        self._pending: deque[tuple[str, tuple[object, ...]]] = deque()
+        self._pending_wake = anyio.Event()
+        self._closing = False
+        self._dispatcher_done = anyio.Event()
+        self._inbox_send: MemoryObjectSendStream[Frame] | None = None
+        self._inbox_receive: MemoryObjectReceiveStream[Frame] | None = None
+        self._open_receives: set[MemoryObjectReceiveStream[Frame]] = set()
+
+    # --- event handlers ----------------------------------------------------------------------
+
+    def event_handler(self, name: str) -> Callable[[H], H]:
+        """Decorator: ``@transport.event_handler("on_client_connected")``."""
+        return self._handlers.decorator(name)
+
+    def add_event_handler(self, name: str, handler: Callable[..., Any]) -> None:
+        self._handlers.add(name, handler)
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    async def __aenter__(self) -> WebsocketServerTransport:
+        if self._stack is not None:
+            raise RuntimeError("this transport is already running")
+        listener: anyio.abc.Listener[anyio.abc.ByteStream]
+        tcp = await anyio.create_tcp_listener(local_host=self.host, local_port=self.port)
+        listener = tcp
+        if self.params.ssl_context is not None:
+            listener = TLSListener(tcp, self.params.ssl_context, standard_compatible=False)
+        async with AsyncExitStack() as stack:
+            stack.push_async_callback(listener.aclose)
+            driver = AnyioServerDriver(
+                ServerProtocol(self._config),
+                listener,
+                self,
+                high_water=self.params.max_output_buffer,
+                write_timeout=self.params.write_timeout,
+            )
+            self._inbox_send, self._inbox_receive = anyio.create_memory_object_stream[Frame](
+                self.params.max_input_queue
+            )
+            self._open_receives.add(self._inbox_receive)
+            tg = await stack.enter_async_context(anyio.create_task_group())
+            await tg.start(driver.serve)
+            tg.start_soon(self._dispatch_events)
+            self._driver = driver
+            self.port = driver.local_address[1]
+            self._queue("on_websocket_ready")
+            self._stack = stack.pop_all()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        stack, driver = self._stack, self._driver
+        assert stack is not None and driver is not None
+        try:
+            with anyio.CancelScope(shield=True):
+                await driver.shutdown()
+                # Let handlers see the disconnects the shutdown caused, within the close bound.
+                self._closing = True
+                self._pending_wake.set()
+                with anyio.move_on_after(self.params.close_timeout):
+                    await self._dispatcher_done.wait()
+        finally:
+            self._driver = None
+            self._stack = None
+            assert self._inbox_send is not None
+            self._inbox_send.close()
+            for handle in self._handles.values():
+                if handle._inbox is not None:
+                    handle._inbox[0].close()
+            for receive in self._open_receives:
+                receive.close()
+            self._open_receives.clear()
+            await stack.__aexit__(exc_type, exc, tb)
+
+    # --- application API ---------------------------------------------------------------------
+
+    def input(self) -> FrameInput:
+        """Frames from the current client (policies ``replace``/``reject``)."""
+        if self._multi:
+            raise RuntimeError("client_policy='multi': read each client's client.input()")
+        if self._inbox_receive is None:
+            raise RuntimeError("the transport is not running: use 'async with transport:'")
+        return FrameInput(self._inbox_receive)
+
+    def output(self) -> FrameOutput:
+        """Frames to the current client; dropped while no client is connected (as Pipecat)."""
+        if self._multi:
+            raise RuntimeError("client_policy='multi': send with each client's client.output()")
+        return FrameOutput(self._send_current)
+
+    @property
+    def client(self) -> ClientHandle | None:
+        """The current client (policies ``replace``/``reject``)."""
+        return self._current
+
+    @property
+    def clients(self) -> tuple[ClientHandle, ...]:
+        """Every connected client, oldest first."""
+        return tuple(h for h in self._handles.values() if h.connected)
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """The bound address (read the port from here when listening on port 0)."""
+        return self._driver_or_raise().local_address
+
+    # --- ServerEventSink (called by the driver) ----------------------------------------------
+
+    def on_events(self, events: list[ServerEvent]) -> None:
+        for event in events:
+            if isinstance(event, ClientConnected):
+                handle = ClientHandle(self, event.connection)
+                self._handles[handle.id] = handle
+                if self._multi:
+                    handle._inbox = anyio.create_memory_object_stream[Frame](
+                        self.params.max_input_queue
+                    )
+                    self._open_receives.add(handle._inbox[1])
+                else:
+                    self._current = handle
+                self._queue("on_client_connected", handle)
+            elif isinstance(event, ClientDisconnected):
+                handle = self._handles[event.connection.id]
+                handle.disconnect = event
+                handle._gone.set()
+                if self._current is handle:
+                    self._current = None
+                self._queue("on_client_disconnected", handle)
+            elif isinstance(event, SessionTimeout):
+                self._queue("on_session_timeout", self._handles[event.connection.id])
+            elif isinstance(event, ClientRejected):
+                logger.info("client %s rejected (1013): another is connected", event.connection)
+            elif isinstance(event, HandshakeFailed):
+                logger.info(
+                    "connection %d: handshake failed (%s): %s",
+                    event.connection_id,
+                    event.status_code,
+                    event.detail,
+                )
+            elif isinstance(event, MessageDropped):
+                logger.warning(
+                    "client %d: message dropped (%d so far): %s",
+                    event.connection.id,
+                    event.dropped_total,
+                    event.detail,
+                )
+
+    async def on_frame(self, event: FrameReceived) -> None:
+        handle = self._handles.get(event.connection.id)
+        if handle is None:
+            return
+        disconnect = handle.disconnect
+        if disconnect is not None and disconnect.cause is DisconnectCause.REPLACED:
+            return  # a replaced client's last input is stale, like its dropped output
+        frame = event.frame
+        if isinstance(frame, InputAudioRawFrame) and not self.params.audio_in_enabled:
+            return  # as Pipecat: audio input is off unless enabled
+        send = handle._inbox[0] if handle._inbox is not None else self._inbox_send
+        if send is None:
+            return
+        try:
+            await send.send(frame)
+        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+            pass  # nobody will read it any more
+
+    def on_connection_done(self, connection_id: ConnectionId) -> None:
+        handle = self._handles.pop(connection_id, None)
+        if handle is not None and handle._inbox is not None:
+            send, receive = handle._inbox
+            send.close()  # a reader gets what is buffered, then the end
+            stats = receive.statistics()
+            if stats.current_buffer_used == 0 and stats.tasks_waiting_receive == 0:
+                receive.close()  # nothing left to read: free it now rather than at exit
+                self._open_receives.discard(receive)
+
+    # --- internals ---------------------------------------------------------------------------
+
+    def _driver_or_raise(self) -> AnyioServerDriver:
+        if self._driver is None:
+            raise ConnectionClosed("the transport is not running")
+        return self._driver
+
+    async def _send_current(self, frame: Frame) -> None:
+        handle = self._current
+        if handle is None:
+            return
+        try:
+            await handle._send(frame)
+        except ConnectionClosed:
+            pass  # it went away meanwhile: dropped, as with no client
+
+    def _queue(self, name: str, *args: object) -> None:
+        self._pending.append((name, args))
+        self._pending_wake.set()
+
+    async def _dispatch_events(self) -> None:
+        """The one task that runs handlers, in event order, until the transport closes."""
+        try:
+            while True:
+                while self._pending:
+                    name, args = self._pending.popleft()
+                    await self._handlers.call(name, self, *args)
+                if self._closing:
+                    return
+                self._pending_wake = anyio.Event()
+                await self._pending_wake.wait()
+        finally:
+            self._dispatcher_done.set()
