@@ -26,12 +26,12 @@ from .events import (
     ConnectionId,
     ConnectionInfo,
     Disconnected,
-    FrameReceived,
     MessageDropped,
 )
 from .frames import Frame
 from .framing import MaskSource
 from .handshake import ClientHandshake, HandshakeAccepted, WebSocketURI, parse_uri
+from .inbound import deserialize_message
 
 __all__ = ["ClientProtocol"]
 
@@ -155,17 +155,8 @@ class ClientProtocol:
 
     def _deliver(self, data: bytes | str) -> None:
         assert self._info is not None
-        try:
-            frame = self.config.serializer.deserialize(data)
-        except Exception as exc:
-            self._dropped += 1
-            self._events.append(
-                MessageDropped(
-                    connection=self._info,
-                    detail=f"{type(exc).__name__}: {exc}",
-                    dropped_total=self._dropped,
-                )
-            )
-            return
-        if frame is not None:
-            self._events.append(FrameReceived(connection=self._info, frame=frame))
+        event = deserialize_message(self.config.serializer, self._info, data, self._dropped)
+        if isinstance(event, MessageDropped):
+            self._dropped = event.dropped_total
+        if event is not None:
+            self._events.append(event)

@@ -44,7 +44,6 @@ from .events import (
     ConnectionId,
     ConnectionInfo,
     DisconnectCause,
-    FrameReceived,
     HandshakeFailed,
     MessageDropped,
     ServerEvent,
@@ -52,6 +51,7 @@ from .events import (
 )
 from .frames import Frame
 from .handshake import ServerHandshake, Upgraded
+from .inbound import deserialize_message
 
 __all__ = ["ServerProtocol"]
 
@@ -304,18 +304,8 @@ class ServerProtocol:
         self._settle(old, now)
 
     def _deliver(self, session: _Session, data: bytes | str) -> None:
-        try:
-            frame = self.config.serializer.deserialize(data)
-        except Exception as exc:
-            # One bad message must not end the session (in Pipecat it does): drop and report.
-            session.dropped += 1
-            self._events.append(
-                MessageDropped(
-                    connection=session.info,
-                    detail=f"{type(exc).__name__}: {exc}",
-                    dropped_total=session.dropped,
-                )
-            )
-            return
-        if frame is not None:
-            self._events.append(FrameReceived(connection=session.info, frame=frame))
+        event = deserialize_message(self.config.serializer, session.info, data, session.dropped)
+        if isinstance(event, MessageDropped):
+            session.dropped = event.dropped_total
+        if event is not None:
+            self._events.append(event)
