@@ -74,6 +74,9 @@ def test_server_config_defaults_and_normalisation() -> None:
         ({"user_agent": "x\ny"}, ValueError, "CR, LF or NUL"),
         ({"subprotocols": "chat"}, TypeError, "sequence"),
         ({"max_rejection_body": -1}, ValueError, "max_rejection_body"),
+        ({"additional_headers": {"Sec-WebSocket-Key": "x"}}, ValueError, "set by the handshake"),
+        ({"additional_headers": {"host": "evil"}}, ValueError, "set by the handshake"),
+        ({"additional_headers": {"Origin": "https://a"}}, ValueError, "origin="),
     ],
 )
 def test_client_config_refuses_what_must_never_be_sent(

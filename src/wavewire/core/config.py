@@ -158,6 +158,23 @@ class ServerConfig(_ConnectionLimits):
         object.__setattr__(self, "subprotocols", tuple(self.subprotocols))
 
 
+#: Request headers the client handshake owns; a second copy would make the request ambiguous.
+_HANDSHAKE_HEADERS = frozenset(
+    (
+        "host",
+        "upgrade",
+        "connection",
+        "sec-websocket-key",
+        "sec-websocket-version",
+        "sec-websocket-protocol",
+        "sec-websocket-extensions",
+        "origin",
+        "content-length",
+        "transfer-encoding",
+    )
+)
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ClientConfig(_ConnectionLimits):
     """Configuration of ``ClientProtocol``."""
@@ -177,7 +194,14 @@ class ClientConfig(_ConnectionLimits):
         self._validate()
         headers = self.additional_headers
         pairs = list(headers.items()) if isinstance(headers, Mapping) else list(headers or ())
-        object.__setattr__(self, "additional_headers", check_headers(pairs))
+        checked = check_headers(pairs)
+        for name, _ in checked:
+            if name.lower() in _HANDSHAKE_HEADERS:
+                raise ValueError(
+                    f"header {name!r} is set by the handshake itself and cannot be added"
+                    " (use subprotocols= for Sec-WebSocket-Protocol, origin= for Origin)"
+                )
+        object.__setattr__(self, "additional_headers", checked)
         if isinstance(self.subprotocols, str):
             raise TypeError("subprotocols must be a sequence of str, not one str")
         object.__setattr__(self, "subprotocols", tuple(self.subprotocols))
