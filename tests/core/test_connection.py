@@ -308,8 +308,12 @@ def test_client_waits_for_server_tcp_close_after_close_handshake() -> None:
     assert reply.close
     link.client.receive_data(reply.data, net.clock.now)
     assert link.client.state is State.CLOSING
-    # Disconnected waits for the server's TCP close; meanwhile nothing may be sent.
-    assert not any(isinstance(e, Disconnected) for e in link.client.events_received())
+    # Disconnected waits for the server's TCP close; meanwhile nothing may be sent, and what
+    # arrives after the close frames crossed is discarded (RFC 6455 7.1.1).
+    link.client.receive_data(b"\x81\x02hi", net.clock.now)
+    assert not any(
+        isinstance(e, Disconnected | FrameReceived) for e in link.client.events_received()
+    )
     with pytest.raises(InvalidState, match="closing"):
         link.client.send_message("after close")
     # Without the TCP close, the client gives up after close_timeout and closes itself.
@@ -518,3 +522,35 @@ def test_client_ignores_messages_its_serializer_skips() -> None:
     net.server.send_message(link.connection_id, b"")
     net.pump()
     assert [e for e in link.client_events if isinstance(e, FrameReceived)] == []
+
+
+def test_slow_pongs_within_the_timeout_keep_the_connection() -> None:
+    # ping_timeout > ping_interval and a 6 s round trip: each ping is answered in time.
+    raw = RawServer(ping_interval=5, ping_timeout=20)
+    first = raw.at(T0 + 5)
+    assert first is not None
+    assert raw.at(T0 + 10) is None  # no second ping while the first is awaited
+    raw.now = T0 + 11
+    raw.feed(masked(Opcode.PONG, first.data[2:]))
+    second = raw.at(T0 + 15)
+    assert second is not None
+    assert second.data == b"\x89\x04\x00\x00\x00\x02"
+    raw.now = T0 + 21
+    raw.feed(masked(Opcode.PONG, second.data[2:]))
+    assert raw.at(T0 + 40) is not None  # the third ping; nothing was failed
+    assert raw.server.clients != ()
+
+
+def test_bytes_after_the_end_are_discarded() -> None:
+    net = Network()
+    link = net.connect()
+    link.client.connection_lost(net.clock.now)
+    link.client.events_received()
+    # A buffered server frame read after the loss must not surface after Disconnected.
+    link.client.receive_data(b"\x82\x00", net.clock.now)
+    assert link.client.events_received() == []
+    raw = RawServer(ping_interval=1, ping_timeout=1)
+    raw.at(T0 + 1)
+    raw.at(T0 + 2)  # keepalive timeout: the connection is aborted
+    raw.server.receive_data(raw.cid, masked(Opcode.CLOSE, b"\x03\xe8"), raw.now)
+    assert raw.disconnected().cause is DisconnectCause.KEEPALIVE_TIMEOUT

@@ -200,10 +200,13 @@ class Connection:
             return
         if self.state is State.CONNECTING:
             self._receive_handshake(data, now)
-        elif self._ws is not None and self._ws.state is not WsState.CLOSED:
-            self._ws.receive_data(data)
-            self._process_frames(now)
-        # Otherwise the close handshake is over (or never began): RFC 6455 7.1.1 says discard.
+        elif self.state is not State.CLOSED:
+            assert self._ws is not None
+            # Once the close frames have crossed, what still arrives is discarded (RFC 6455 7.1.1).
+            if self._ws.state is not WsState.CLOSED:
+                self._ws.receive_data(data)
+                self._process_frames(now)
+        # CLOSED: the connection ended (failed, lost, timed out); late bytes are discarded.
 
     def receive_eof(self, now: float) -> None:
         """The peer closed its sending side (or the socket); end the connection."""
@@ -215,9 +218,12 @@ class Connection:
         self._socket_gone = True
         self._lost(now)
 
-    def abort(self, now: float) -> None:
-        """End the connection at once: drop unsent output and close the socket."""
-        self._lost(now)
+    def abort(self, now: float, detail: str = "handshake aborted") -> None:
+        """End the connection at once: drop unsent output and close the socket.
+
+        ``detail`` explains the end of a connection still in its handshake.
+        """
+        self._lost(now, detail)
         self._out.clear()
         self._drop_pending = True
         self._close_socket = True
@@ -452,14 +458,14 @@ class Connection:
         self._move(Trigger.ENDED)
         self._events.append(end)
 
-    def _lost(self, now: float) -> None:
+    def _lost(self, now: float, detail: str = "connection closed during the handshake") -> None:
         if self.state is State.CONNECTING:
             handshake = self._handshake
             if isinstance(handshake, ClientHandshake):
                 failure = handshake.receive_eof()
                 self._handshake_done(HandshakeDone(None, str(failure.error), error=failure.error))
             else:
-                self._handshake_done(HandshakeDone(None, "connection closed during the handshake"))
+                self._handshake_done(HandshakeDone(None, detail))
         elif self.state is State.OPEN:
             self._finish(Ended(1006, "", DisconnectCause.CONNECTION_LOST))
         elif self.state is State.CLOSING:
@@ -475,12 +481,16 @@ class Connection:
     def _send_ping(self, now: float) -> None:
         ws = self._ws
         assert ws is not None
-        self._pings_sent += 1
-        self._ping_payload = self._pings_sent.to_bytes(4, "big")
-        self._out += ws.send(Ping(payload=self._ping_payload))
         interval = self._limits.ping_interval
         assert interval is not None
         self._ping_at = now + interval
-        if self._limits.ping_timeout is not None and self._pong_deadline is None:
+        if self._pong_deadline is not None:
+            # A ping is still awaited: only its own pong may clear its deadline, so no new ping
+            # (which would make that pong unrecognised) until it is answered or times out.
+            return
+        self._pings_sent += 1
+        self._ping_payload = self._pings_sent.to_bytes(4, "big")
+        self._out += ws.send(Ping(payload=self._ping_payload))
+        if self._limits.ping_timeout is not None:
             # The pong timer starts when the ping is queued, not when it is flushed.
             self._pong_deadline = now + self._limits.ping_timeout

@@ -28,9 +28,10 @@ class WavewireError(Exception):
 class InvalidState(WavewireError):
     """The caller asked for something the connection's state does not allow.
 
-    The documented misuse error: sending on, or closing, a connection that is closing or closed,
-    or naming a connection the core never made. Adapters re-raise it as ``ConnectionClosed`` where
-    the cause is a closed connection.
+    The documented misuse error: sending on a connection that is not open (still connecting,
+    closing or closed), or naming a connection the core never made. Closing is idempotent and
+    never raises it. Adapters re-raise it as ``ConnectionClosed`` where the cause is a closed
+    connection.
     """
 
 

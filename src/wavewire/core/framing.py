@@ -10,7 +10,7 @@ wsproto parses and validates frames (RFC 6455 section 5), reassembles UTF-8 incr
   payload is read (section 10.4).
 
 These override wsproto internals (``FrameProtocol._serialize_frame``, ``_frame_decoder``); the
-dependency is pinned to wsproto 1.x and tests/core/test_framing.py pins their behaviour.
+dependency is pinned to wsproto 1.x and tests/core/test_connection.py pins their behaviour.
 """
 
 from __future__ import annotations

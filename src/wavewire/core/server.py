@@ -90,7 +90,7 @@ class ServerProtocol:
         handshake = ServerHandshake(self.config, remote)
         self._connections[connection_id] = Connection(connection_id, self.config, handshake, now)
         if self._shutting_down:
-            self._connections[connection_id].abort(now)
+            self._connections[connection_id].abort(now, "server shutting down")
             self._settle(self._connections[connection_id], now)
         return connection_id
 
@@ -167,7 +167,7 @@ class ServerProtocol:
         self._shutting_down = True
         for connection in list(self._connections.values()):
             if connection.state is State.CONNECTING:
-                connection.abort(now)
+                connection.abort(now, "server shutting down")
             else:
                 connection.close(code, reason, now, cause=DisconnectCause.SHUTDOWN)
             self._settle(connection, now)

@@ -3,7 +3,7 @@
 Every message is binary and holds one ``pipecat.Frame``, whose ``oneof`` says what it carries:
 
 ==================  =====================================  ===================================
-``Frame`` field     sent from (exact type)                 received as
+``Frame`` field     sent from (and subclasses)             received as
 ==================  =====================================  ===================================
 ``text``            :class:`TextFrame`                     :class:`TextFrame`
 ``audio``           :class:`OutputAudioRawFrame`,          :class:`InputAudioRawFrame`
@@ -15,8 +15,9 @@ Every message is binary and holds one ``pipecat.Frame``, whose ``oneof`` says wh
 ``interruption``    :class:`InterruptionFrame`             :class:`InterruptionFrame`
 ==================  =====================================  ===================================
 
-Dispatch is on the exact type, as in Pipecat, so a subclass of a listed frame is not sent (and a
-:class:`TranscriptionFrame` is never sent as ``text``). Audio is sent whatever its direction: the
+Dispatch picks the most specific listed class the frame is an instance of, so an application's
+subclass of a listed frame is sent as that frame (a :class:`TranscriptionFrame` goes as
+``transcription``, never as ``text``). Audio is sent whatever its direction: the
 schema has one audio message with no direction, and this lets received audio be sent back
 as is. Any other frame (:class:`EndFrame`, :class:`CancelFrame`, ...) is not sent.
 

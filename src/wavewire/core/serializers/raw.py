@@ -9,7 +9,7 @@ For peers that cannot speak protobuf (a bare browser ``WebSocket``, a test scrip
 - A text message is a JSON value, received as :class:`InputTransportMessageFrame`.
 
 Sent: audio frames (:class:`OutputAudioRawFrame`, :class:`InputAudioRawFrame`,
-:class:`AudioRawFrame`, exact types, as in the protobuf serializer) as binary, and
+:class:`AudioRawFrame` and their subclasses) as binary, and
 :class:`OutputTransportMessageFrame`/:class:`OutputTransportMessageUrgentFrame` as JSON text.
 Nothing else is sent: the format has no text, transcription or interruption message, so an
 application that needs them sends its own transport messages.
