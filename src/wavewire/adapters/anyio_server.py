@@ -16,12 +16,14 @@ growing a queue.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 from dataclasses import dataclass, field
 
 import anyio
 import anyio.abc
+import anyio.lowlevel
 from anyio.abc import SocketAttribute
 
 from wavewire.adapters.errors import ConnectionClosed
@@ -37,6 +39,8 @@ __all__ = ["AnyioServerDriver"]
 logger = logging.getLogger("wavewire.server")
 
 READ_SIZE = 64 * 1024
+#: Seconds a shutdown waits for close handshakes when ``close_timeout`` is None.
+SHUTDOWN_FALLBACK = 10.0
 #: Exceptions that mean the socket is gone, mapped at the backend boundary.
 READ_ERRORS = (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError)
 
@@ -77,6 +81,7 @@ class AnyioServerDriver:
         self._armed: float | None = None
         self._timer_wake = anyio.Event()
         self._accepting = anyio.CancelScope()
+        self._accept_done = anyio.Event()
         self._stopped = anyio.Event()
 
     # --- lifecycle ---------------------------------------------------------------------------
@@ -97,14 +102,14 @@ class AnyioServerDriver:
         ``close_timeout`` plus a second), then stop ``serve``."""
         self._accepting.cancel()
         with anyio.CancelScope(shield=True):
-            try:
+            await self._accept_done.wait()  # the listener must not be closed under accept()
+            with contextlib.suppress(*READ_ERRORS):
                 await self._listener.aclose()
-            except READ_ERRORS:
-                pass
             self.protocol.shutdown(anyio.current_time(), code, reason)
             self._flush()
+            # Bounded even with close_timeout=None: a shutdown must end.
             close_timeout = self.protocol.config.close_timeout
-            bound = None if close_timeout is None else close_timeout + 1.0
+            bound = (close_timeout if close_timeout is not None else SHUTDOWN_FALLBACK) + 1.0
             with anyio.move_on_after(bound):
                 for connection in list(self._connections.values()):
                     await connection.done.wait()
@@ -124,7 +129,9 @@ class AnyioServerDriver:
     async def drain(self, connection_id: ConnectionId) -> None:
         """Wait until the connection's pending output is under the high-water mark."""
         connection = self._connections.get(connection_id)
-        if connection is not None:
+        if connection is None:
+            await anyio.lowlevel.checkpoint()
+        else:
             await connection.outbox.wait_writable()
 
     def close(self, connection_id: ConnectionId, code: int = 1000, reason: str = "") -> None:
@@ -139,8 +146,9 @@ class AnyioServerDriver:
 
     @property
     def local_address(self) -> tuple[str, int]:
-        host, port = self._listener.extra(SocketAttribute.local_address)[:2]
-        return str(host), int(port)
+        address = self._listener.extra(SocketAttribute.local_address)
+        assert isinstance(address, tuple), "a TCP listener has a (host, port, ...) address"
+        return str(address[0]), int(address[1])
 
     # --- the flush choke point ---------------------------------------------------------------
 
@@ -186,8 +194,11 @@ class AnyioServerDriver:
                 self._flush()
 
     async def _accept_loop(self, tg: anyio.abc.TaskGroup) -> None:
-        with self._accepting:
-            await self._listener.serve(self._handle, task_group=tg)
+        try:
+            with self._accepting:
+                await self._listener.serve(self._handle, task_group=tg)
+        finally:
+            self._accept_done.set()
 
     async def _handle(self, stream: anyio.abc.ByteStream) -> None:
         remote = stream.extra(SocketAttribute.remote_address, None)
@@ -207,7 +218,15 @@ class AnyioServerDriver:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._write, connection)
                 await self._read(connection, stream)
+        except Exception:
+            # A bug (ours or a sink's) ends this connection, never the server.
+            logger.exception("connection %d: internal error; connection dropped", connection_id)
+            await anyio.aclose_forcefully(stream)
         finally:
+            # Forced out (internal error, or cancelled by a shutdown past its bound): the core
+            # must still hear of it, so the session ends with exactly one disconnect event.
+            self.protocol.connection_lost(connection_id, anyio.current_time())
+            self._flush()
             del self._connections[connection_id]
             connection.done.set()
             try:
@@ -249,11 +268,12 @@ class AnyioServerDriver:
             await self._sink.on_frame(event)
 
     async def _write(self, connection: _Connection) -> None:
-        await connection.outbox.run()
-        if connection.outbox.failed:
-            logger.info("connection %d: write failed or timed out; aborted", connection.id)
+        def failed() -> None:
+            logger.info("connection %d: write failed or timed out; aborting", connection.id)
             self.protocol.connection_lost(connection.id, anyio.current_time())
             self._flush()
+
+        await connection.outbox.run(failed)
         # The socket is closed: stop a reader blocked on it (frames it holds are still delivered).
         connection.stop_reading = True
         connection.receive_scope.cancel()

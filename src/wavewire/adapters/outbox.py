@@ -8,10 +8,13 @@ stopped reading) fails the connection instead of blocking forever.
 
 from __future__ import annotations
 
+import contextlib
 from collections import deque
+from collections.abc import Callable
 
 import anyio
 import anyio.abc
+import anyio.lowlevel
 
 __all__ = ["Outbox"]
 
@@ -70,14 +73,20 @@ class Outbox:
     # --- awaited by senders ------------------------------------------------------------------
 
     async def wait_writable(self) -> None:
-        """Wait while more than ``high_water`` bytes are pending (send backpressure)."""
+        """Wait while more than ``high_water`` bytes are pending (send backpressure).
+
+        Always a checkpoint, so that a loop of sends cannot starve the writer."""
+        await anyio.lowlevel.checkpoint()
         while not self.closed and self.pending > self._high_water:
             await self._progress.wait()
 
     # --- the writer task ---------------------------------------------------------------------
 
-    async def run(self) -> None:
-        """Write until the core asks for the close (or a write fails); then close the socket."""
+    async def run(self, on_failure: Callable[[], None]) -> None:
+        """Write until the core asks for the close (or a write fails); then close the socket.
+
+        ``on_failure`` runs at once when a write fails or times out, before the socket is
+        aborted, so the core hears of it without waiting for the close."""
         try:
             while True:
                 if self._chunks:
@@ -89,6 +98,8 @@ class Outbox:
                             await self._stream.send(data)
                     except WRITE_ERRORS:
                         self.failed = True
+                        self.closed = True
+                        on_failure()
                         return
                     finally:
                         self._in_flight = 0
@@ -108,11 +119,8 @@ class Outbox:
     async def _close_socket(self) -> None:
         if not self.failed:
             with anyio.move_on_after(self._close_timeout, shield=True):
-                try:
+                with contextlib.suppress(*WRITE_ERRORS):
                     await self._stream.aclose()
-                except WRITE_ERRORS:
-                    pass
-                else:
                     return
         await anyio.aclose_forcefully(self._stream)
 

@@ -13,6 +13,7 @@ at a time, in event order, in a dedicated task: keep them short.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections import deque
 from collections.abc import Callable
@@ -22,6 +23,7 @@ from typing import Any, TypeVar
 
 import anyio
 import anyio.abc
+import anyio.lowlevel
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from anyio.streams.tls import TLSListener
 
@@ -61,7 +63,8 @@ SERVER_EVENTS = (
 
 
 class ClientHandle:
-    """One connected client, as handlers and applications see it (hashable, compared by id)."""
+    """One connected client, as handlers and applications see it: the same object in every
+    event of its life (hashable, so usable as a key)."""
 
     def __init__(self, transport: WebsocketServerTransport, info: ConnectionInfo) -> None:
         self._transport = transport
@@ -142,6 +145,7 @@ class WebsocketServerTransport:
         self._handlers = EventHandlers(SERVER_EVENTS)
         self._driver: AnyioServerDriver | None = None
         self._stack: AsyncExitStack | None = None
+        self._tasks: anyio.abc.TaskGroup | None = None
         self._handles: dict[ConnectionId, ClientHandle] = {}
         self._current: ClientHandle | None = None
         self._multi = self.params.client_policy == "multi"
@@ -186,6 +190,7 @@ class WebsocketServerTransport:
             )
             self._open_receives.add(self._inbox_receive)
             tg = await stack.enter_async_context(anyio.create_task_group())
+            self._tasks = tg
             await tg.start(driver.serve)
             tg.start_soon(self._dispatch_events)
             self._driver = driver
@@ -202,6 +207,11 @@ class WebsocketServerTransport:
     ) -> None:
         stack, driver = self._stack, self._driver
         assert stack is not None and driver is not None
+        # Input is over: readers blocked on a full input queue must not hold up the close
+        # handshakes (their frames are dropped), and the application's input loops end.
+        for receive in self._open_receives:
+            receive.close()
+        self._open_receives.clear()
         try:
             with anyio.CancelScope(shield=True):
                 await driver.shutdown()
@@ -218,9 +228,10 @@ class WebsocketServerTransport:
             for handle in self._handles.values():
                 if handle._inbox is not None:
                     handle._inbox[0].close()
-            for receive in self._open_receives:
-                receive.close()
-            self._open_receives.clear()
+            # Whatever is left (a handler that never returns) is cancelled: no task outlives us.
+            assert self._tasks is not None
+            self._tasks.cancel_scope.cancel()
+            self._tasks = None
             await stack.__aexit__(exc_type, exc, tb)
 
     # --- application API ---------------------------------------------------------------------
@@ -308,10 +319,9 @@ class WebsocketServerTransport:
         send = handle._inbox[0] if handle._inbox is not None else self._inbox_send
         if send is None:
             return
-        try:
+        # Closed or broken: nobody will read it any more.
+        with contextlib.suppress(anyio.ClosedResourceError, anyio.BrokenResourceError):
             await send.send(frame)
-        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
-            pass  # nobody will read it any more
 
     def on_connection_done(self, connection_id: ConnectionId) -> None:
         handle = self._handles.pop(connection_id, None)
@@ -333,11 +343,10 @@ class WebsocketServerTransport:
     async def _send_current(self, frame: Frame) -> None:
         handle = self._current
         if handle is None:
+            await anyio.lowlevel.checkpoint()  # dropped; still a checkpoint for send loops
             return
-        try:
+        with contextlib.suppress(ConnectionClosed):  # gone meanwhile: dropped, as with no client
             await handle._send(frame)
-        except ConnectionClosed:
-            pass  # it went away meanwhile: dropped, as with no client
 
     def _queue(self, name: str, *args: object) -> None:
         self._pending.append((name, args))

@@ -1,0 +1,105 @@
+"""``wavewire serve`` as a real subprocess: listen, echo, then SIGINT -> clean exit 0."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import anyio
+import anyio.abc
+import pytest
+
+from wavewire import InputAudioRawFrame, OutputAudioRawFrame, TextFrame
+from wavewire.cli import build_parser, make_params
+from wavewire.core.events import Disconnected
+
+from .support import LIMIT
+from .wsclient import connect
+
+SRC = str(Path(__file__).resolve().parents[2] / "src")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "wavewire", "serve", "--host", "127.0.0.1", *args]
+
+
+def environment() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [SRC, env.get("PYTHONPATH")]))
+    return env
+
+
+async def read_until(stream: anyio.abc.ByteReceiveStream, marker: bytes) -> bytes:
+    seen = b""
+    while marker not in seen:
+        seen += await stream.receive()
+    return seen
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+@pytest.mark.parametrize(("backend", "policy"), [("asyncio", "replace"), ("trio", "multi")])
+async def test_serve_echoes_then_exits_0_on_sigint(backend: str, policy: str) -> None:
+    port = free_port()
+    args = command("--port", str(port), "--backend", backend, "--policy", policy)
+    with anyio.fail_after(LIMIT * 2):
+        async with await anyio.open_process(args, env=environment()) as process:
+            assert process.stderr is not None
+            await read_until(process.stderr, b"listening on ws://127.0.0.1:%d" % port)
+            async with connect(port) as client:
+                await client.send(TextFrame(text="echo?"))
+                reply = await client.next_frame()
+                assert isinstance(reply, TextFrame) and reply.text == "echo?"
+                await client.send(OutputAudioRawFrame(audio=b"\x00\x01" * 320, sample_rate=16000))
+                audio = await client.next_frame()
+                assert isinstance(audio, InputAudioRawFrame) and audio.audio == b"\x00\x01" * 320
+
+                process.send_signal(signal.SIGINT)
+                ended = await client.next(Disconnected)
+                assert ended.code == 1001
+            assert await process.wait() == 0
+            log = await read_until(process.stderr, b"stopped")
+            assert b"SIGINT: shutting down" in log
+            assert b"Traceback" not in log
+
+
+def test_port_in_use_is_one_line_and_exit_1() -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = subprocess.run(
+            command("--port", str(port)),
+            env=environment(),
+            capture_output=True,
+            text=True,
+            timeout=LIMIT * 2,
+            check=False,
+        )
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert lines == [f"wavewire: cannot listen on 127.0.0.1:{port}: Address already in use"]
+
+
+def test_cli_options_map_to_params() -> None:
+    args = build_parser().parse_args(
+        ["serve", "--serializer", "raw", "--session-timeout", "30", "--policy", "multi"]
+    )
+    params = make_params(args)
+    assert (args.host, args.port, args.backend) == ("localhost", 8765, "asyncio")
+    assert params.audio_in_enabled and params.audio_out_enabled
+    assert params.audio_in_sample_rate == 16000 and params.audio_in_channels == 1
+    assert params.session_timeout == 30.0
+    assert params.client_policy == "multi"
+    assert type(params.serializer).__name__ == "RawFrameSerializer"

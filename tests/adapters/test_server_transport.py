@@ -1,0 +1,385 @@
+"""WebsocketServerTransport over real sockets on 127.0.0.1, on asyncio and trio."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from contextlib import AsyncExitStack
+
+import anyio
+import anyio.lowlevel
+import pytest
+
+from wavewire import (
+    ConnectionClosed,
+    InputAudioRawFrame,
+    InputTransportMessageFrame,
+    OutputAudioRawFrame,
+    OutputTransportMessageFrame,
+    ProtobufFrameSerializer,
+    TextFrame,
+    WebsocketServerTransport,
+)
+from wavewire.cli import echo
+from wavewire.core.events import DisconnectCause, Disconnected
+from wavewire.transports.server import ClientHandle
+
+from .support import LIMIT, Recorder, echo_server, make_params, wait_until
+from .wsclient import connect
+
+pytestmark = pytest.mark.anyio
+
+UPGRADE = (
+    b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+)
+AUDIO = bytes(range(256)) * 5  # 640 bytes: 20 ms of 16 kHz mono PCM16
+
+
+async def test_echo_text_audio_and_messages() -> None:
+    with anyio.fail_after(LIMIT):
+        async with echo_server() as (transport, recorder):
+            async with connect(transport.port, "/ws?token=abc") as client:
+                await client.send(TextFrame(text="hello"))
+                reply = await client.next_frame()
+                assert isinstance(reply, TextFrame) and reply.text == "hello"
+
+                await client.send(OutputAudioRawFrame(audio=AUDIO, sample_rate=16000))
+                audio = await client.next_frame()
+                assert isinstance(audio, InputAudioRawFrame)
+                assert (audio.audio, audio.sample_rate, audio.num_channels) == (AUDIO, 16000, 1)
+
+                await client.send(OutputTransportMessageFrame(message={"type": "ping", "n": 1}))
+                message = await client.next_frame()
+                assert isinstance(message, InputTransportMessageFrame)
+                assert message.message == {"type": "ping", "n": 1}
+
+                ended = await client.close()
+                assert ended.code == 1000
+            await recorder.wait("on_client_disconnected")
+            handle = recorder.handles[0]
+            assert handle.path == "/ws?token=abc"
+            assert isinstance(handle.remote, tuple) and handle.remote[0] == "127.0.0.1"
+            assert handle.header("host") == f"127.0.0.1:{transport.port}"
+            assert handle.disconnect is not None
+            assert handle.disconnect.cause is DisconnectCause.CLOSED_BY_PEER
+            assert recorder.names() == [
+                ("on_client_connected", handle.id),
+                ("on_client_disconnected", handle.id),
+            ]
+        assert recorder.log[0] == ("on_websocket_ready", None)
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_interop_with_websockets_client_and_shutdown_1001() -> None:
+    """A client nobody here wrote: the ``websockets`` library (asyncio only)."""
+    from websockets.asyncio.client import connect as ws_connect
+
+    serializer = ProtobufFrameSerializer()
+    with anyio.fail_after(LIMIT):
+        async with AsyncExitStack() as stack:
+            transport, recorder = await stack.enter_async_context(echo_server())
+            uri = f"ws://127.0.0.1:{transport.port}/"
+            async with ws_connect(uri, compression=None) as ws:
+                text = serializer.serialize(TextFrame(text="héllo"))
+                assert text is not None
+                await ws.send(text)
+                reply = serializer.deserialize(await ws.recv())
+                assert isinstance(reply, TextFrame) and reply.text == "héllo"
+
+                audio = serializer.serialize(OutputAudioRawFrame(audio=AUDIO, sample_rate=16000))
+                assert audio is not None
+                await ws.send(audio)
+                echoed = serializer.deserialize(await ws.recv())
+                assert isinstance(echoed, InputAudioRawFrame) and echoed.audio == AUDIO
+
+                started = time.monotonic()
+                await stack.aclose()  # shut the server down with the client connected
+                assert time.monotonic() - started < 2.5
+                await ws.wait_closed()
+                assert ws.close_code == 1001
+            assert recorder.count("on_client_disconnected") == 1
+            handle = recorder.handles[0]
+            assert handle.disconnect is not None
+            assert handle.disconnect.cause is DisconnectCause.SHUTDOWN
+
+
+async def test_shutdown_with_client_connected_sends_1001() -> None:
+    codes: list[int] = []
+
+    async def client_task(port: int) -> None:
+        async with connect(port) as client:
+            codes.append((await client.next(Disconnected)).code)
+
+    with anyio.fail_after(LIMIT):
+        # The client lives in its own task: the transport's task group is exited under it.
+        async with anyio.create_task_group() as tg:
+            async with echo_server() as (transport, recorder):
+                tg.start_soon(client_task, transport.port)
+                await recorder.wait("on_client_connected")
+                started = anyio.current_time()
+            assert anyio.current_time() - started < 2.5
+        assert codes == [1001]
+        assert recorder.count("on_client_disconnected") == 1
+        assert recorder.handles[0].disconnect is not None
+        assert recorder.handles[0].disconnect.cause is DisconnectCause.SHUTDOWN
+
+
+async def test_replacement_closes_old_client_with_1000() -> None:
+    with anyio.fail_after(LIMIT):
+        async with echo_server() as (transport, recorder), connect(transport.port) as first:
+            await recorder.wait("on_client_connected")
+            async with connect(transport.port) as second:
+                ended = await first.next(Disconnected)
+                assert (ended.code, ended.reason) == (1000, "replaced by a newer connection")
+                await recorder.wait("on_client_connected", 2)
+                old, new = recorder.handles
+                assert recorder.names() == [
+                    ("on_client_connected", old.id),
+                    ("on_client_disconnected", old.id),
+                    ("on_client_connected", new.id),
+                ]
+                assert transport.client is new
+                await second.send(TextFrame(text="I am the new one"))
+                reply = await second.next_frame()
+                assert isinstance(reply, TextFrame) and reply.text == "I am the new one"
+                await second.close()
+
+
+async def test_reject_policy_refuses_newcomer_with_1013() -> None:
+    with anyio.fail_after(LIMIT):
+        params = make_params(client_policy="reject")
+        async with echo_server(params) as (transport, recorder), connect(transport.port) as first:
+            await recorder.wait("on_client_connected")
+            async with connect(transport.port) as second:
+                ended = await second.next(Disconnected)
+                assert ended.code == 1013
+            await first.send(TextFrame(text="still here"))
+            reply = await first.next_frame()
+            assert isinstance(reply, TextFrame) and reply.text == "still here"
+            assert recorder.count("on_client_connected") == 1
+            await first.close()
+
+
+async def test_session_timeout_fires_for_each_session() -> None:
+    """Pipecat arms one timer, at the first client, ever; here every session gets its own."""
+    timeout = 0.2
+    with anyio.fail_after(LIMIT):
+        async with echo_server(make_params(session_timeout=timeout)) as (transport, recorder):
+            for n in (1, 2):
+                async with connect(transport.port) as client:
+                    started = anyio.current_time()
+                    await recorder.wait("on_session_timeout", n)
+                    assert anyio.current_time() - started >= timeout * 0.9
+                    handle = recorder.handles[-1]
+                    assert recorder.log[-1] == ("on_session_timeout", handle.id)
+                    assert handle.connected  # the timeout closes nothing
+                    await client.close()
+                await recorder.wait("on_client_disconnected", n)
+
+
+async def test_disconnect_without_close_frame_reported_once() -> None:
+    with anyio.fail_after(LIMIT):
+        async with echo_server() as (transport, recorder):
+            async with connect(transport.port) as client:
+                await recorder.wait("on_client_connected")
+                await client.abort()
+                await recorder.wait("on_client_disconnected")
+            handle = recorder.handles[0]
+            assert handle.disconnect is not None
+            assert handle.disconnect.code == 1006
+            assert handle.disconnect.cause is DisconnectCause.CONNECTION_LOST
+            assert transport.client is None
+        assert recorder.count("on_client_disconnected") == 1
+
+
+async def test_raising_handlers_are_logged_and_not_fatal(caplog: pytest.LogCaptureFixture) -> None:
+    calls: list[str] = []
+    with anyio.fail_after(LIMIT):
+        async with echo_server() as (transport, recorder):
+
+            @transport.event_handler("on_client_connected")
+            def broken(transport: WebsocketServerTransport, client: ClientHandle) -> None:
+                calls.append("sync")
+                raise RuntimeError("sync handler bug")
+
+            @transport.event_handler("on_client_connected")
+            async def broken_async(
+                transport: WebsocketServerTransport, client: ClientHandle
+            ) -> None:
+                calls.append("async")
+                await anyio.lowlevel.checkpoint()
+                raise RuntimeError("async handler bug")
+
+            for _ in range(2):
+                async with connect(transport.port) as client:
+                    await client.send(TextFrame(text="ok"))
+                    reply = await client.next_frame()
+                    assert isinstance(reply, TextFrame) and reply.text == "ok"
+                    await client.close()
+                await recorder.wait("on_client_disconnected", recorder.count("on_client_connected"))
+    assert calls == ["sync", "async", "sync", "async"]
+    raised = [r for r in caplog.records if r.levelno == logging.ERROR and r.exc_info]
+    assert len(raised) == 4
+
+
+def test_unknown_event_name_is_refused_at_registration() -> None:
+    transport = WebsocketServerTransport(make_params())
+    with pytest.raises(ValueError, match="unknown event 'on_client_conected'"):
+        transport.add_event_handler("on_client_conected", print)
+    with pytest.raises(ValueError, match="on_client_connected"):
+        transport.event_handler("on_connected")
+
+
+async def test_multi_policy_gives_each_client_its_own_streams() -> None:
+    transport = WebsocketServerTransport(make_params(client_policy="multi"), "127.0.0.1", 0)
+    recorder = Recorder(transport)
+    with anyio.fail_after(LIMIT):
+        async with transport, anyio.create_task_group() as tg:
+
+            @transport.event_handler("on_client_connected")
+            def start_echo(transport: WebsocketServerTransport, client: ClientHandle) -> None:
+                tg.start_soon(echo, client.input(), client.output())
+
+            with pytest.raises(RuntimeError, match="multi"):
+                transport.input()
+            async with connect(transport.port) as one, connect(transport.port) as two:
+                await recorder.wait("on_client_connected", 2)
+                assert len(transport.clients) == 2
+                await one.send(TextFrame(text="one"))
+                await two.send(TextFrame(text="two"))
+                reply_two = await two.next_frame()
+                reply_one = await one.next_frame()
+                assert isinstance(reply_one, TextFrame) and reply_one.text == "one"
+                assert isinstance(reply_two, TextFrame) and reply_two.text == "two"
+                await one.close()
+                await two.close()
+            await recorder.wait("on_client_disconnected", 2)
+            with pytest.raises(ConnectionClosed):
+                await recorder.handles[0].output().send(TextFrame(text="late"))
+
+
+async def test_peer_that_stops_reading_is_disconnected_after_write_timeout() -> None:
+    params = make_params(write_timeout=0.3, max_output_buffer=64 * 1024)
+    with anyio.fail_after(LIMIT):
+        async with echo_server(params) as (transport, recorder):
+            stream = await anyio.connect_tcp("127.0.0.1", transport.port)
+            async with stream:
+                await stream.send(UPGRADE)
+                head = b""
+                while b"\r\n\r\n" not in head:
+                    head += await stream.receive()
+                assert head.startswith(b"HTTP/1.1 101")
+                await recorder.wait("on_client_connected")
+                handle = recorder.handles[0]
+                chunk = OutputAudioRawFrame(audio=bytes(64 * 1024), sample_rate=16000)
+                # Never read again: the server's writes must stall, time out and abort.
+                while handle.connected:
+                    await transport.output().send(chunk)
+                await recorder.wait("on_client_disconnected")
+                assert handle.disconnect is not None
+                assert handle.disconnect.cause is DisconnectCause.CONNECTION_LOST
+
+
+async def test_input_backpressure_then_fast_shutdown() -> None:
+    """Nobody reads ``input()``: the queue holds ``max_input_queue`` frames and the reader
+    blocks (so the socket is not read) instead of buffering; frames then arrive in order, and
+    a shutdown with a blocked reader still closes promptly with 1001."""
+    transport = WebsocketServerTransport(make_params(max_input_queue=2), "127.0.0.1", 0)
+    codes: list[int] = []
+    sent = anyio.Event()
+
+    async def client_task(port: int) -> None:
+        async with connect(port) as client:
+            for n in range(20):
+                await client.send(TextFrame(text=str(n)))
+            sent.set()
+            codes.append((await client.next(Disconnected)).code)
+
+    with anyio.fail_after(LIMIT):
+        async with anyio.create_task_group() as tg:
+            async with transport:
+                assert transport._inbox_receive is not None
+                stats = transport._inbox_receive.statistics
+                tg.start_soon(client_task, transport.port)
+                await sent.wait()
+                # The reader parks on the full queue.
+                await wait_until(lambda: stats().tasks_waiting_send == 1)
+                assert stats().current_buffer_used == 2
+                frames = transport.input()
+                texts = [getattr(await frames.receive(), "text", None) for _ in range(5)]
+                assert texts == ["0", "1", "2", "3", "4"]
+                await wait_until(lambda: stats().tasks_waiting_send == 1)  # again, on the rest
+                started = anyio.current_time()
+            assert anyio.current_time() - started < 1.0
+        assert codes == [1001]
+
+
+async def test_keepalive_timeout_disconnects_a_silent_peer() -> None:
+    params = make_params(ping_interval=0.1, ping_timeout=0.1)
+    with anyio.fail_after(LIMIT):
+        async with echo_server(params) as (transport, recorder):
+            stream = await anyio.connect_tcp("127.0.0.1", transport.port)
+            async with stream:
+                await stream.send(UPGRADE)
+                await recorder.wait("on_client_connected")
+                # Never answer the ping: the core's deadline fires through the timer task.
+                await recorder.wait("on_client_disconnected")
+            handle = recorder.handles[0]
+            assert handle.disconnect is not None
+            assert handle.disconnect.cause is DisconnectCause.KEEPALIVE_TIMEOUT
+
+
+async def test_handler_can_close_the_client_and_await_it() -> None:
+    closed: list[bool] = []
+    with anyio.fail_after(LIMIT):
+        async with echo_server() as (transport, recorder):
+
+            @transport.event_handler("on_client_connected")
+            async def go_away(transport: WebsocketServerTransport, client: ClientHandle) -> None:
+                await client.close(4001, "go away")
+                closed.append(client.connected)
+
+            async with connect(transport.port) as client:
+                ended = await client.next(Disconnected)
+                assert (ended.code, ended.reason) == (4001, "go away")
+            await recorder.wait("on_client_disconnected")
+            assert closed == [False]
+            assert recorder.handles[0].disconnect is not None
+            assert recorder.handles[0].disconnect.cause is DisconnectCause.CLOSED_LOCALLY
+
+
+async def test_plain_http_request_is_refused_and_server_keeps_serving() -> None:
+    with anyio.fail_after(LIMIT):
+        async with echo_server() as (transport, recorder):
+            stream = await anyio.connect_tcp("127.0.0.1", transport.port)
+            async with stream:
+                await stream.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+                response = b""
+                with contextlib.suppress(anyio.EndOfStream):
+                    while True:
+                        response += await stream.receive()
+            assert response.startswith(b"HTTP/1.1 426")
+            async with connect(transport.port) as client:
+                await client.send(TextFrame(text="fine"))
+                reply = await client.next_frame()
+                assert isinstance(reply, TextFrame) and reply.text == "fine"
+                await client.close()
+            assert recorder.count("on_client_connected") == 1
+
+
+async def test_shutdown_is_bounded_when_a_handler_never_returns() -> None:
+    transport = WebsocketServerTransport(make_params(close_timeout=0.3), "127.0.0.1", 0)
+    entered = anyio.Event()
+
+    @transport.event_handler("on_websocket_ready")
+    async def stuck(transport: WebsocketServerTransport) -> None:
+        entered.set()
+        await anyio.sleep_forever()
+
+    with anyio.fail_after(LIMIT):
+        async with transport:
+            await entered.wait()
+            started = anyio.current_time()
+        assert anyio.current_time() - started < 1.5
