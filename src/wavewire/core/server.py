@@ -22,6 +22,8 @@ write out ``data_to_send()``, dispatch ``events_received()`` and re-arm a timer 
 
 from __future__ import annotations
 
+import heapq
+import itertools
 from dataclasses import dataclass
 
 from .config import ServerConfig
@@ -80,6 +82,11 @@ class ServerProtocol:
         # Connections with output or events to collect, in the order they got them.
         self._touched: dict[ConnectionId, None] = {}
         self._shutting_down = False
+        # Timers: a heap of (deadline, tie-breaker, is_session, id), invalidated lazily, so that
+        # next_deadline() and handle_timer() cost O(log n) rather than a scan of every connection.
+        self._timers: list[tuple[float, int, bool, ConnectionId]] = []
+        self._scheduled: dict[ConnectionId, float] = {}
+        self._tiebreak = itertools.count()
 
     # --- connection inputs -------------------------------------------------------------------
 
@@ -88,10 +95,11 @@ class ServerProtocol:
         connection_id = ConnectionId(self._next_id)
         self._next_id += 1
         handshake = ServerHandshake(self.config, remote)
-        self._connections[connection_id] = Connection(connection_id, self.config, handshake, now)
+        connection = Connection(connection_id, self.config, handshake, now)
+        self._connections[connection_id] = connection
         if self._shutting_down:
-            self._connections[connection_id].abort(now, "server shutting down")
-            self._settle(self._connections[connection_id], now)
+            connection.abort(now, "server shutting down")
+        self._settle(connection, now)  # arms the open timer
         return connection_id
 
     def receive_data(self, connection_id: ConnectionId, data: bytes, now: float) -> None:
@@ -117,13 +125,15 @@ class ServerProtocol:
 
     def handle_timer(self, now: float) -> None:
         """Fire every deadline at or before ``now``; harmless to call early or often."""
-        for session in list(self._sessions.values()):
-            if session.timeout_at is not None and now >= session.timeout_at:
+        while (deadline := self.next_deadline()) is not None and now >= deadline:
+            _, _, is_session, connection_id = heapq.heappop(self._timers)
+            if is_session:
+                session = self._sessions[connection_id]
                 session.timeout_at = None
                 self._events.append(SessionTimeout(connection=session.info))
-        for connection in list(self._connections.values()):
-            deadline = connection.next_deadline()
-            if deadline is not None and now >= deadline:
+            else:
+                connection = self._connections[connection_id]
+                del self._scheduled[connection_id]
                 connection.handle_timer(now)
                 self._settle(connection, now)
 
@@ -197,12 +207,16 @@ class ServerProtocol:
 
     def next_deadline(self) -> float | None:
         """The earliest time at which ``handle_timer`` has something to do, or None."""
-        deadlines = [s.timeout_at for s in self._sessions.values() if s.timeout_at is not None]
-        for connection in self._connections.values():
-            deadline = connection.next_deadline()
-            if deadline is not None:
-                deadlines.append(deadline)
-        return min(deadlines) if deadlines else None
+        while self._timers:
+            deadline, _, is_session, connection_id = self._timers[0]
+            if is_session:
+                session = self._sessions.get(connection_id)
+                if session is not None and session.timeout_at == deadline:
+                    return deadline
+            elif self._scheduled.get(connection_id) == deadline:
+                return deadline
+            heapq.heappop(self._timers)  # stale: rescheduled, fired, or its owner is gone
+        return None
 
     @property
     def clients(self) -> tuple[ConnectionInfo, ...]:
@@ -235,6 +249,12 @@ class ServerProtocol:
         self._touched[connection.id] = None
         for event in connection.take_events():
             self._on_event(connection, event, now)
+        deadline = connection.next_deadline()
+        if deadline is None:
+            self._scheduled.pop(connection.id, None)
+        elif self._scheduled.get(connection.id) != deadline:
+            self._scheduled[connection.id] = deadline
+            heapq.heappush(self._timers, (deadline, next(self._tiebreak), False, connection.id))
 
     def _on_event(self, connection: Connection, event: LowEvent, now: float) -> None:
         session = self._sessions.get(connection.id)
@@ -286,7 +306,11 @@ class ServerProtocol:
                 self._detach(old_id, old, now)
         timeout = self.config.session_timeout
         # The session timer starts at adoption, for every session (Pipecat arms it once, ever).
-        self._sessions[connection.id] = _Session(info, None if timeout is None else now + timeout)
+        session = _Session(info, None if timeout is None else now + timeout)
+        self._sessions[connection.id] = session
+        if session.timeout_at is not None:
+            entry = (session.timeout_at, next(self._tiebreak), True, connection.id)
+            heapq.heappush(self._timers, entry)
         self._events.append(ClientConnected(connection=info))
 
     def _detach(self, connection_id: ConnectionId, session: _Session, now: float) -> None:
