@@ -48,17 +48,20 @@ What can go wrong, and what happens:
   The average rate is exact between stalls.
 
 Messages. ``queue_message(item)`` queues an opaque item, such as a transport message, behind
-the audio already queued. It is due once everything ahead of it has been sent, and it takes no
-playing time. ``take_due`` returns it in order, wrapped in ``Message``. Urgent messages bypass
-this object altogether: the owner sends them at once.
+all the audio written before it. It is due once everything ahead of it has been sent, and it
+takes no playing time. ``take_due`` returns it in order, wrapped in ``Message``. If a partial
+chunk is held when the message is queued, the message follows the chunk that this audio will
+end up in. So it waits for the next write that completes that chunk, or for the
+``end_utterance``, ``end`` or ``interrupt`` that flushes it. Urgent messages bypass this
+object altogether: the owner sends them at once.
 
 Interruption. ``interrupt()`` drops the held partial chunk and every queued chunk, including
 end silence, and returns the milliseconds of audio dropped. Messages queued behind the audio are
 kept. Nothing is ahead of them any more, so they are due at once, in their order. They are
 usually state the client must still learn, such as "bot stopped speaking". The next audio starts
 a new stream, and this restart is not an underrun. The owner then sends the interruption itself
-(for example ``InterruptionFrame``) so that the client drops what it has buffered. Pipecat's
-websocket clients never got that frame.
+(for example ``InterruptionFrame``) so that the client drops what it has buffered. Pipecat
+users report that interruptions did not reach their browser clients (#456, #640, #2460).
 
 End. ``end(now)`` is the graceful end (``EndFrame``). It pads and queues the held partial chunk,
 then queues ``end_silence_secs`` of silence as ordinary paced chunks, rounded up to whole
@@ -168,7 +171,7 @@ class Message(Generic[M]):
     item: M
 
 
-OutputItem: TypeAlias = "AudioChunk | Message[M]"
+OutputItem: TypeAlias = AudioChunk | Message[M]
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,10 +253,10 @@ class AudioOutput(Generic[M]):
         self.lead = self._lead_frames / sample_rate
         #: Most chunks one ``take_due`` returns: the one due plus ``lead`` worth of catch-up.
         self.max_burst = 1 + self._lead_frames // self.chunk_frames
-        self._silence_chunks = math.ceil(
-            Fraction(end_silence_secs) * sample_rate / self.chunk_frames
-        )
-        self._max_frames = math.ceil(Fraction(max_queued_seconds) * sample_rate)
+        silence_frames = round(Fraction(end_silence_secs) * sample_rate)
+        self._silence_chunks = -(-silence_frames // self.chunk_frames)  # rounded up
+        # At least one frame, so that an empty output always accepts a write.
+        self._max_frames = max(1, round(Fraction(max_queued_seconds) * sample_rate))
         self._wav = (
             wav_header(self.chunk_bytes, sample_rate, num_channels) if add_wav_header else b""
         )
@@ -262,6 +265,8 @@ class AudioOutput(Generic[M]):
         self._queue: deque[bytes | Message[M]] = deque()
         self._queued_chunks = 0
         self._held = b""
+        # Messages queued while a partial chunk was held: they follow the chunk it will become.
+        self._held_messages: list[Message[M]] = []
         self._utterance = False  # audio written, no end_utterance since
         # The stream: chunk k is due at base + (k * chunk_frames + offset) / sample_rate. No
         # stream (idle since construction or an interruption): base is None.
@@ -306,7 +311,9 @@ class AudioOutput(Generic[M]):
         whole = len(data) - len(data) % size
         if whole:
             self._start_if_idle(now)
-            self._queue.extend(data[i : i + size] for i in range(0, whole, size))
+            self._queue.append(data[:size])
+            self._release_held_messages()
+            self._queue.extend(data[i : i + size] for i in range(size, whole, size))
             self._queued_chunks += whole // size
         self._held = data[whole:]
         self._utterance = True
@@ -321,6 +328,7 @@ class AudioOutput(Generic[M]):
         if self._held:
             self._enqueue_chunks(self._held + bytes(self.chunk_bytes - len(self._held)), 1, now)
             self._held = b""
+            self._release_held_messages()
         self._utterance = False
 
     def queue_message(self, item: M) -> None:
@@ -329,15 +337,19 @@ class AudioOutput(Generic[M]):
         ``InvalidState`` after ``end`` or ``cancel``.
         """
         self._check_open("queue a message")
-        self._queue.append(Message(item))
+        if self._held:
+            self._held_messages.append(Message(item))
+        else:
+            self._queue.append(Message(item))
 
     def interrupt(self) -> float:
         """Drop all queued and held audio; return how many milliseconds were dropped (a float).
 
         Queued messages are kept and become due at once. The next audio starts a new stream.
         """
-        dropped = self._drop_audio()
         self._queue = deque(entry for entry in self._queue if isinstance(entry, Message))
+        self._release_held_messages()
+        dropped = self._drop_audio()
         self._check_drained()
         return dropped
 
@@ -362,6 +374,7 @@ class AudioOutput(Generic[M]):
         """
         dropped = self._drop_audio()
         self._queue.clear()
+        self._held_messages.clear()
         if self.state is not OutputState.FINISHED:
             self._transition(OutputTrigger.CANCEL)
         return dropped
@@ -480,6 +493,10 @@ class AudioOutput(Generic[M]):
         self._start_if_idle(now)
         self._queue.extend(itertools.repeat(chunk, count))
         self._queued_chunks += count
+
+    def _release_held_messages(self) -> None:
+        self._queue.extend(self._held_messages)
+        self._held_messages.clear()
 
     def _drop_audio(self) -> float:
         frames = self._queued_frames()
