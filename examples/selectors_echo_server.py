@@ -20,8 +20,8 @@ from wavewire.core.config import ServerConfig
 from wavewire.core.events import ClientConnected, ClientDisconnected, ConnectionId, FrameReceived
 from wavewire.core.frames import (
     AudioRawFrame,
+    Frame,
     InputTransportMessageFrame,
-    OutputAudioRawFrame,
     OutputTransportMessageFrame,
 )
 from wavewire.core.serializers import RawFrameSerializer
@@ -109,9 +109,17 @@ class SelectorsServer:
                 if isinstance(event, ClientConnected | ClientDisconnected):
                     print(type(event).__name__, event.connection.id, flush=True)
                 elif isinstance(event, FrameReceived):
-                    reply = echo(event.frame)
-                    if reply is not None:
-                        self.protocol.send_frame(event.connection.id, reply)
+                    self.echo(event.connection.id, event.frame)
+
+    def echo(self, connection_id: ConnectionId, frame: Frame) -> None:
+        if isinstance(frame, AudioRawFrame):
+            # Echoed as received, message for message: raw PCM is its own wire format, and
+            # nothing here needs the core's real-time pacing (ServerConfig.audio_out).
+            self.protocol.send_message(connection_id, frame.audio)
+        elif isinstance(frame, InputTransportMessageFrame):
+            self.protocol.send_frame(
+                connection_id, OutputTransportMessageFrame(message=frame.message)
+            )
 
     def write_some(self, connection_id: ConnectionId) -> None:
         sock, buffer = self.sockets[connection_id], self.pending[connection_id]
@@ -136,14 +144,6 @@ class SelectorsServer:
         self.closing.discard(connection_id)
         self.selector.unregister(sock)
         sock.close()
-
-
-def echo(frame: object) -> OutputAudioRawFrame | OutputTransportMessageFrame | None:
-    if isinstance(frame, AudioRawFrame):
-        return OutputAudioRawFrame(audio=frame.audio, sample_rate=frame.sample_rate)
-    if isinstance(frame, InputTransportMessageFrame):
-        return OutputTransportMessageFrame(message=frame.message)
-    return None
 
 
 def main() -> None:

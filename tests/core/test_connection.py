@@ -397,9 +397,10 @@ def test_client_connected_event_and_serializer_skip() -> None:
     link = net.connect()
     [event] = link.client_events
     assert isinstance(event, Connected) and event.connection.path == "/ws"
-    from wavewire.core.frames import EndFrame
+    from wavewire.core.frames import InputTransportMessageFrame
 
-    assert link.client.send_frame(EndFrame()) is False  # protobuf has no EndFrame message
+    # The protobuf serializer has no message for an inbound-only frame kind.
+    assert link.client.send_frame(InputTransportMessageFrame(message=1)) is False
 
 
 def test_client_receives_frames_and_survives_a_bad_message() -> None:
@@ -409,9 +410,10 @@ def test_client_receives_frames_and_survives_a_bad_message() -> None:
     assert link.client.connection.path == "/ws"
     assert net.server.send_frame(link.connection_id, TextFrame(text="to client"))
     net.server.send_message(link.connection_id, "text is not protobuf")
-    from wavewire.core.frames import EndFrame
+    from wavewire.core.frames import InputTransportMessageFrame
 
-    assert net.server.send_frame(link.connection_id, EndFrame()) is False
+    skipped = InputTransportMessageFrame(message={"inbound": "kinds are not sent"})
+    assert net.server.send_frame(link.connection_id, skipped) is False
     net.pump()
     received = [e.frame for e in link.client_events if isinstance(e, FrameReceived)]
     assert [f.text for f in received if isinstance(f, TextFrame)] == ["to client"]

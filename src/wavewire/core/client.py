@@ -20,6 +20,7 @@ from .connection import (
 )
 from .errors import HandshakeError, InvalidState
 from .events import (
+    AudioInterrupted,
     ClientEvent,
     Connected,
     ConnectFailed,
@@ -32,6 +33,7 @@ from .frames import Frame
 from .framing import MaskSource
 from .handshake import ClientHandshake, HandshakeAccepted, WebSocketURI, parse_uri
 from .inbound import deserialize_message
+from .outbound import Outbound
 
 __all__ = ["ClientProtocol"]
 
@@ -54,6 +56,8 @@ class ClientProtocol:
             ConnectionId(1), self.config, handshake, now, mask_source=random_bytes
         )
         self._events: list[ClientEvent] = []
+        self._outbound = Outbound(self.config.serializer, self.config.audio_out)
+        self._now = now
         self._info: ConnectionInfo | None = None
         self._dropped = 0
 
@@ -61,18 +65,25 @@ class ClientProtocol:
 
     def receive_data(self, data: bytes, now: float) -> None:
         """Bytes read from the socket. Never raises for anything the server sent."""
+        self._now = now
         self._connection.receive_data(data, now)
         self._settle()
 
     def receive_eof(self, now: float) -> None:
+        self._now = now
         self._connection.receive_eof(now)
         self._settle()
 
     def connection_lost(self, now: float) -> None:
+        self._now = now
         self._connection.connection_lost(now)
         self._settle()
 
     def handle_timer(self, now: float) -> None:
+        self._now = now
+        deadline = self._outbound_deadline()
+        if deadline is not None and now >= deadline:
+            self._write(self._outbound.take_due(now), now)
         deadline = self._connection.next_deadline()
         if deadline is not None and now >= deadline:
             self._connection.handle_timer(now)
@@ -80,15 +91,30 @@ class ClientProtocol:
 
     # --- commands ----------------------------------------------------------------------------
 
-    def send_frame(self, frame: Frame) -> bool:
-        """Serialize and queue ``frame``; False if the serializer skips this frame kind."""
+    def send_frame(self, frame: Frame, now: float | None = None) -> bool:
+        """Send ``frame``, through audio pacing if ``audio_out`` is set (``core/outbound.py``).
+
+        False if the serializer has no message for this frame kind. ``now`` defaults to the
+        latest time the core was given; pass it when sending audio. ``InvalidState`` unless
+        connected; ``ValueError`` for audio in another format than the output's;
+        ``AudioBufferFull`` while the audio queue is full (wait for ``audio_writable``).
+        """
         if self._connection.state is not State.OPEN:
             raise InvalidState(f"cannot send on a connection that is {self.state.value}")
-        data = self.config.serializer.serialize(frame)
-        if data is None:
-            return False
-        self._connection.send_message(data)
-        return True
+        now = self._now if now is None else now
+        self._now = now
+        messages, taken = self._outbound.send(frame, now)
+        interrupted = self._outbound.last_interrupt_ms
+        if interrupted is not None:
+            assert self._info is not None
+            self._events.append(AudioInterrupted(connection=self._info, dropped_ms=interrupted))
+        self._write(messages, now)
+        return taken
+
+    @property
+    def audio_writable(self) -> bool:
+        """Whether the audio queue would accept audio now."""
+        return self._outbound.writable
 
     def send_message(self, data: bytes | str) -> None:
         """Queue one raw message: binary for bytes, text for str."""
@@ -96,6 +122,7 @@ class ClientProtocol:
 
     def close(self, now: float, code: int = 1000, reason: str = "") -> None:
         """Start the close handshake (abort, if still connecting). Idempotent."""
+        self._now = now
         self._connection.close(code, reason, now)
         self._settle()
 
@@ -110,7 +137,12 @@ class ClientProtocol:
         return events
 
     def next_deadline(self) -> float | None:
-        return self._connection.next_deadline()
+        deadlines = [
+            d
+            for d in (self._connection.next_deadline(), self._outbound_deadline())
+            if d is not None
+        ]
+        return min(deadlines) if deadlines else None
 
     @property
     def state(self) -> State:
@@ -122,6 +154,20 @@ class ClientProtocol:
         return self._info
 
     # --- internals ---------------------------------------------------------------------------
+
+    def _outbound_deadline(self) -> float | None:
+        # Output is paced only while open: once closing, queued audio is never sent.
+        if self._connection.state is not State.OPEN:
+            return None
+        return self._outbound.next_deadline()
+
+    def _write(self, messages: list[bytes | str], now: float) -> None:
+        for data in messages:
+            self._connection.send_message(data)
+        if self._outbound.finished and self._connection.state is State.OPEN:
+            # EndFrame drained (close after the last chunk) or CancelFrame (drop and close now).
+            self._connection.close(1000, "", now, drop_pending=self._outbound.cancelled)
+        self._settle()
 
     def _settle(self) -> None:
         for event in self._connection.take_events():

@@ -17,7 +17,7 @@ from .serializers.protobuf import ProtobufFrameSerializer
 if TYPE_CHECKING:
     from .handshake import Accept, HandshakeRequest, HttpRequest, HttpResponse, Reject
 
-__all__ = ["ClientConfig", "ClientPolicy", "ServerConfig"]
+__all__ = ["AudioOutConfig", "ClientConfig", "ClientPolicy", "ServerConfig"]
 
 #: What the server does when a client completes its handshake while another one is adopted.
 ClientPolicy = Literal["replace", "reject", "multi"]
@@ -85,6 +85,24 @@ def check_headers(headers: Sequence[tuple[str, str]]) -> tuple[tuple[str, str], 
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class AudioOutConfig:
+    """Output audio: its format and pacing (see ``core/audio.py``). Validated on first use."""
+
+    sample_rate: int = 24000
+    num_channels: int = 1
+    #: Chunk length in 10 ms units (Pipecat's ``audio_out_10ms_chunks``): 4 = 40 ms messages.
+    chunks_10ms: int = 4
+    #: Seconds of audio sent ahead of real time, so the client's buffer never starves.
+    lead: float = 0.0
+    #: Seconds of silence sent, paced, after the audio on ``EndFrame``.
+    end_silence_secs: float = 2.0
+    #: Make each audio message a complete WAV file (for clients that decode each message).
+    add_wav_header: bool = False
+    #: Most seconds of audio queued before sends are refused with ``AudioBufferFull``.
+    max_queued_seconds: float = 30.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class _ConnectionLimits:
     """Settings shared by both roles."""
 
@@ -104,6 +122,8 @@ class _ConnectionLimits:
     ping_timeout: float | None = 20.0
     #: Turns messages into frames and back (Pipecat's protobuf format by default).
     serializer: FrameSerializer = field(default_factory=ProtobufFrameSerializer)
+    #: Paced output audio; None: audio frames are refused and everything is sent at once.
+    audio_out: AudioOutConfig | None = None
 
     def _validate(self) -> None:
         _check_count("max_message_size", self.max_message_size)

@@ -21,6 +21,7 @@ from .errors import HandshakeError
 from .frames import Frame
 
 __all__ = [
+    "AudioInterrupted",
     "ClientConnected",
     "ClientDisconnected",
     "ClientEvent",
@@ -107,6 +108,15 @@ class MessageDropped:
     dropped_total: int
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AudioInterrupted:
+    """An ``InterruptionFrame`` was sent: queued output audio was dropped at once."""
+
+    connection: ConnectionInfo
+    #: Milliseconds of audio that were queued or held and will never be sent.
+    dropped_ms: float
+
+
 # --- server events ------------------------------------------------------------------------------
 
 
@@ -158,7 +168,8 @@ class HandshakeFailed:
 
 
 ServerEvent = (
-    ClientConnected
+    AudioInterrupted
+    | ClientConnected
     | ClientDisconnected
     | SessionTimeout
     | ClientRejected
@@ -194,4 +205,6 @@ class Disconnected:
     cause: DisconnectCause
 
 
-ClientEvent = Connected | ConnectFailed | Disconnected | FrameReceived | MessageDropped
+ClientEvent = (
+    AudioInterrupted | Connected | ConnectFailed | Disconnected | FrameReceived | MessageDropped
+)

@@ -22,6 +22,7 @@ __all__ = [
     "OutputAudioRawFrame",
     "OutputTransportMessageFrame",
     "OutputTransportMessageUrgentFrame",
+    "TTSStoppedFrame",
     "TextFrame",
     "TranscriptionFrame",
 ]
@@ -119,6 +120,11 @@ class OutputTransportMessageUrgentFrame(OutputTransportMessageFrame):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class InterruptionFrame(Frame):
     """The user interrupted: queued output audio is dropped and the peer is told to stop playing."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TTSStoppedFrame(Frame):
+    """The end of an utterance: output audio held short of a whole chunk is padded and sent."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

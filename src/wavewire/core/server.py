@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import math
 from dataclasses import dataclass
 
 from .config import ServerConfig
@@ -40,6 +41,7 @@ from .connection import (
 )
 from .errors import InvalidState
 from .events import (
+    AudioInterrupted,
     ClientConnected,
     ClientDisconnected,
     ClientRejected,
@@ -54,6 +56,7 @@ from .events import (
 from .frames import Frame
 from .handshake import ServerHandshake, Upgraded
 from .inbound import deserialize_message
+from .outbound import Outbound
 
 __all__ = ["ServerProtocol"]
 
@@ -67,6 +70,7 @@ REJECTED_CODE, REJECTED_REASON = 1013, "another client is connected"
 class _Session:
     info: ConnectionInfo
     timeout_at: float | None
+    outbound: Outbound
     dropped: int = 0
 
 
@@ -82,11 +86,14 @@ class ServerProtocol:
         # Connections with output or events to collect, in the order they got them.
         self._touched: dict[ConnectionId, None] = {}
         self._shutting_down = False
-        # Timers: a heap of (deadline, tie-breaker, is_session, id), invalidated lazily, so that
-        # next_deadline() and handle_timer() cost O(log n) rather than a scan of every connection.
-        self._timers: list[tuple[float, int, bool, ConnectionId]] = []
+        # Timers: one entry per connection id for the earliest of its connection's, its session's
+        # and its audio's deadlines, in a heap invalidated lazily, so that next_deadline() and
+        # handle_timer() cost O(log n) rather than a scan of every connection.
+        self._timers: list[tuple[float, int, ConnectionId]] = []
         self._scheduled: dict[ConnectionId, float] = {}
         self._tiebreak = itertools.count()
+        #: The latest ``now`` any call gave, for sends that do not pass one.
+        self._now = -math.inf
 
     # --- connection inputs -------------------------------------------------------------------
 
@@ -125,31 +132,40 @@ class ServerProtocol:
 
     def handle_timer(self, now: float) -> None:
         """Fire every deadline at or before ``now``; harmless to call early or often."""
+        self._now = now
         while (deadline := self.next_deadline()) is not None and now >= deadline:
-            _, _, is_session, connection_id = heapq.heappop(self._timers)
-            if is_session:
-                session = self._sessions[connection_id]
-                session.timeout_at = None
-                self._events.append(SessionTimeout(connection=session.info))
-            else:
-                connection = self._connections[connection_id]
-                del self._scheduled[connection_id]
-                connection.handle_timer(now)
-                self._settle(connection, now)
+            _, _, connection_id = heapq.heappop(self._timers)
+            del self._scheduled[connection_id]
+            self._fire(connection_id, now)
 
     # --- application commands ----------------------------------------------------------------
 
-    def send_frame(self, connection_id: ConnectionId, frame: Frame) -> bool:
-        """Serialize ``frame`` and queue it for the session; False if the serializer skips it.
+    def send_frame(
+        self, connection_id: ConnectionId, frame: Frame, now: float | None = None
+    ) -> bool:
+        """Send ``frame`` to the session, through its audio pacing if ``audio_out`` is set.
 
-        ``InvalidState`` if the connection is not an open session.
+        Returns False if the serializer has no message for this frame kind. ``now`` defaults
+        to the latest time the core was given; pass it when sending audio. Raises
+        ``InvalidState`` if the connection is not an open session, ``ValueError`` for audio the
+        output cannot take, ``AudioBufferFull`` when the session's audio queue is full (wait
+        for ``audio_writable``). See ``core/outbound.py`` for each frame kind.
         """
+        connection = self._open_session(connection_id)
+        now = self._now if now is None else now
+        self._now = now
+        session = self._sessions[connection_id]
+        messages, taken = session.outbound.send(frame, now)
+        interrupted = session.outbound.last_interrupt_ms
+        if interrupted is not None:
+            self._events.append(AudioInterrupted(connection=session.info, dropped_ms=interrupted))
+        self._write(session, connection, messages, now)
+        return taken
+
+    def audio_writable(self, connection_id: ConnectionId) -> bool:
+        """Whether the session's audio queue would accept audio now."""
         self._open_session(connection_id)
-        data = self.config.serializer.serialize(frame)
-        if data is None:
-            return False
-        self.send_message(connection_id, data)
-        return True
+        return self._sessions[connection_id].outbound.writable
 
     def send_message(self, connection_id: ConnectionId, data: bytes | str) -> None:
         """Queue one raw message (binary for bytes, text for str) for the session."""
@@ -208,12 +224,8 @@ class ServerProtocol:
     def next_deadline(self) -> float | None:
         """The earliest time at which ``handle_timer`` has something to do, or None."""
         while self._timers:
-            deadline, _, is_session, connection_id = self._timers[0]
-            if is_session:
-                session = self._sessions.get(connection_id)
-                if session is not None and session.timeout_at == deadline:
-                    return deadline
-            elif self._scheduled.get(connection_id) == deadline:
+            deadline, _, connection_id = self._timers[0]
+            if self._scheduled.get(connection_id) == deadline:
                 return deadline
             heapq.heappop(self._timers)  # stale: rescheduled, fired, or its owner is gone
         return None
@@ -246,15 +258,61 @@ class ServerProtocol:
 
     def _settle(self, connection: Connection, now: float) -> None:
         """Apply a connection's low-level events now, inside the call that caused them."""
+        self._now = now
         self._touched[connection.id] = None
         for event in connection.take_events():
             self._on_event(connection, event, now)
+        self._schedule(connection.id)
+
+    def _schedule(self, connection_id: ConnectionId) -> None:
+        """(Re)arm the one timer entry of ``connection_id`` after anything that may move it."""
+        deadlines = []
+        connection = self._connections.get(connection_id)
+        if connection is not None and (deadline := connection.next_deadline()) is not None:
+            deadlines.append(deadline)
+        session = self._sessions.get(connection_id)
+        if session is not None:
+            if session.timeout_at is not None:
+                deadlines.append(session.timeout_at)
+            # Output is paced only while open: a closing session's queued audio is never sent.
+            if (
+                connection is not None
+                and connection.state is State.OPEN
+                and (deadline := session.outbound.next_deadline()) is not None
+            ):
+                deadlines.append(deadline)
+        if not deadlines:
+            self._scheduled.pop(connection_id, None)
+        elif self._scheduled.get(connection_id) != (earliest := min(deadlines)):
+            self._scheduled[connection_id] = earliest
+            heapq.heappush(self._timers, (earliest, next(self._tiebreak), connection_id))
+
+    def _fire(self, connection_id: ConnectionId, now: float) -> None:
+        """Run whatever of this connection's timers is due; each moves its deadline past now."""
+        connection = self._connections[connection_id]
+        session = self._sessions.get(connection_id)
+        if session is not None:
+            if session.timeout_at is not None and now >= session.timeout_at:
+                session.timeout_at = None
+                self._events.append(SessionTimeout(connection=session.info))
+            deadline = session.outbound.next_deadline()
+            if deadline is not None and now >= deadline and connection.state is State.OPEN:
+                self._write(session, connection, session.outbound.take_due(now), now)
         deadline = connection.next_deadline()
-        if deadline is None:
-            self._scheduled.pop(connection.id, None)
-        elif self._scheduled.get(connection.id) != deadline:
-            self._scheduled[connection.id] = deadline
-            heapq.heappush(self._timers, (deadline, next(self._tiebreak), False, connection.id))
+        if deadline is not None and now >= deadline:
+            connection.handle_timer(now)
+        self._settle(connection, now)
+
+    def _write(
+        self, session: _Session, connection: Connection, messages: list[bytes | str], now: float
+    ) -> None:
+        """Queue a session's outbound messages; close it once its output has finished."""
+        for data in messages:
+            connection.send_message(data)
+        if session.outbound.finished and connection.state is State.OPEN:
+            # EndFrame drained (close after the last chunk) or CancelFrame (drop and close now).
+            connection.close(1000, "", now, drop_pending=session.outbound.cancelled)
+        self._settle(connection, now)
 
     def _on_event(self, connection: Connection, event: LowEvent, now: float) -> None:
         session = self._sessions.get(connection.id)
@@ -306,11 +364,10 @@ class ServerProtocol:
                 self._detach(old_id, old, now)
         timeout = self.config.session_timeout
         # The session timer starts at adoption, for every session (Pipecat arms it once, ever).
-        session = _Session(info, None if timeout is None else now + timeout)
-        self._sessions[connection.id] = session
-        if session.timeout_at is not None:
-            entry = (session.timeout_at, next(self._tiebreak), True, connection.id)
-            heapq.heappush(self._timers, entry)
+        outbound = Outbound(self.config.serializer, self.config.audio_out)
+        self._sessions[connection.id] = _Session(
+            info, None if timeout is None else now + timeout, outbound
+        )
         self._events.append(ClientConnected(connection=info))
 
     def _detach(self, connection_id: ConnectionId, session: _Session, now: float) -> None:

@@ -1,0 +1,156 @@
+"""What one peer is sent: frames turned into messages, with audio paced in real time.
+
+One ``Outbound`` per session (server) or connection (client). ``send(frame, now)`` returns the
+messages to write at once; ``take_due(now)`` returns those whose time has come; ``finished``
+tells the owner to close. How each frame kind is handled, with ``audio_out`` configured:
+
+=====================================  =============================================================
+frame                                  handling
+=====================================  =============================================================
+``OutputAudioRawFrame`` (any audio)    chunked and paced by ``AudioOutput``; a different sample rate
+                                       or channel count is refused (``ValueError``): never sent at
+                                       the wrong rate
+``TTSStoppedFrame``                    end of an utterance: the held partial chunk is padded, queued
+``InterruptionFrame``                  every queued and held chunk dropped at once, then the
+                                       serializer's interruption message sent (``AudioInterrupted``
+                                       reports the milliseconds dropped)
+``EndFrame``                           queued audio drained at real-time pace, then the end silence
+                                       as paced chunks, then ``finished`` (close with 1000)
+``CancelFrame``                        everything dropped, ``finished`` at once (close now)
+``OutputTransportMessageUrgentFrame``  sent at once, ahead of queued audio
+anything else the serializer sends     queued behind the audio written before it (order kept)
+=====================================  =============================================================
+
+Without ``audio_out`` there is no queue and no pacing: every frame the serializer sends, audio
+included, goes out at once (the caller paces, or does not need to); ``EndFrame`` and
+``CancelFrame`` finish at once. Refusing audio when the application disabled audio output is
+the transport's job (``audio_out_enabled``).
+"""
+
+from __future__ import annotations
+
+from .audio import AudioChunk, AudioOutput
+from .config import AudioOutConfig
+from .frames import (
+    AudioRawFrame,
+    CancelFrame,
+    EndFrame,
+    Frame,
+    InterruptionFrame,
+    OutputAudioRawFrame,
+    OutputTransportMessageUrgentFrame,
+    TTSStoppedFrame,
+)
+from .serializers.base import FrameSerializer
+
+__all__ = ["Outbound"]
+
+Wire = bytes | str
+
+
+class Outbound:
+    """See the module docstring."""
+
+    def __init__(self, serializer: FrameSerializer, audio_out: AudioOutConfig | None) -> None:
+        self._serializer = serializer
+        self._config = audio_out
+        self._audio: AudioOutput[Wire] | None = None
+        if audio_out is not None:
+            self._audio = AudioOutput(
+                sample_rate=audio_out.sample_rate,
+                num_channels=audio_out.num_channels,
+                chunks_10ms=audio_out.chunks_10ms,
+                lead=audio_out.lead,
+                end_silence_secs=audio_out.end_silence_secs,
+                add_wav_header=audio_out.add_wav_header,
+                max_queued_seconds=audio_out.max_queued_seconds,
+            )
+        self._finished = False
+        self._cancelled = False
+        #: Milliseconds of audio the last ``InterruptionFrame`` dropped, for the owner's event.
+        self.last_interrupt_ms: float | None = None
+
+    def send(self, frame: Frame, now: float) -> tuple[list[Wire], bool]:
+        """Accept ``frame``: the messages to write now, and whether the serializer took it.
+
+        ``ValueError`` for audio in another format than the output's;
+        ``AudioBufferFull`` when ``max_queued_seconds`` of audio wait (retry once ``writable``).
+        """
+        audio = self._audio
+        self.last_interrupt_ms = None
+        if isinstance(frame, AudioRawFrame) and audio is not None:
+            self._check_format(frame)
+            audio.write_audio(frame.audio, now)
+            return self.take_due(now), True
+        if isinstance(frame, TTSStoppedFrame):
+            if audio is None:
+                return [], True
+            audio.end_utterance(now)
+            return self.take_due(now), True
+        if isinstance(frame, CancelFrame):
+            if audio is not None:
+                audio.cancel()
+            self._finished = self._cancelled = True
+            return [], True
+        if isinstance(frame, EndFrame):
+            if audio is None:
+                self._finished = True
+                return [], True
+            audio.end(now)
+            return self.take_due(now), True
+        data = self._serializer.serialize(frame)
+        if isinstance(frame, InterruptionFrame) and audio is not None:
+            self.last_interrupt_ms = audio.interrupt()
+            # The interruption goes first: the client must stop playing before anything else.
+            return [*([] if data is None else [data]), *self.take_due(now)], data is not None
+        if data is None:
+            return [], False
+        if audio is None or isinstance(frame, OutputTransportMessageUrgentFrame):
+            return [data], True
+        audio.queue_message(data)
+        return self.take_due(now), True
+
+    def take_due(self, now: float) -> list[Wire]:
+        """Messages whose time has come, in order (audio chunks serialized as audio frames)."""
+        audio = self._audio
+        assert audio is not None, "no deadline, so nothing is ever due, without audio_out"
+        out: list[Wire] = []
+        for item in audio.take_due(now):
+            if isinstance(item, AudioChunk):
+                chunk = OutputAudioRawFrame(
+                    audio=item.data, sample_rate=audio.sample_rate, num_channels=audio.num_channels
+                )
+                data = self._serializer.serialize(chunk)
+                if data is not None:  # a serializer without audio (text only) sends none
+                    out.append(data)
+            else:
+                out.append(item.item)
+        return out
+
+    def next_deadline(self) -> float | None:
+        return None if self._audio is None or self._finished else self._audio.next_deadline()
+
+    @property
+    def finished(self) -> bool:
+        """``EndFrame`` drained, or ``CancelFrame``: the owner closes the connection."""
+        return self._finished or (self._audio is not None and self._audio.finished)
+
+    @property
+    def cancelled(self) -> bool:
+        """Finished by ``CancelFrame``: unsent output is dropped, not flushed."""
+        return self._cancelled
+
+    @property
+    def writable(self) -> bool:
+        """Whether audio would be accepted now (False while the audio queue is full)."""
+        return self._audio is None or self._audio.writable
+
+    def _check_format(self, frame: AudioRawFrame) -> None:
+        config = self._config
+        assert config is not None
+        if (frame.sample_rate, frame.num_channels) != (config.sample_rate, config.num_channels):
+            raise ValueError(
+                f"audio at {frame.sample_rate} Hz x {frame.num_channels} channel(s) cannot be sent"
+                f" on an output of {config.sample_rate} Hz x {config.num_channels}: resample it"
+                " first (wavewire does not resample yet)"
+            )

@@ -1,0 +1,266 @@
+"""Paced output audio end to end through the in-memory pair: what leaves when, with a synthetic
+clock. The scheduler itself is tested in test_audio.py; this tests the core's use of it."""
+
+from __future__ import annotations
+
+import pytest
+
+from wavewire.core.audio import AudioBufferFull
+from wavewire.core.config import AudioOutConfig, ClientConfig, ServerConfig
+from wavewire.core.errors import InvalidState
+from wavewire.core.events import (
+    AudioInterrupted,
+    ClientDisconnected,
+    DisconnectCause,
+    Disconnected,
+    FrameReceived,
+)
+from wavewire.core.frames import (
+    CancelFrame,
+    EndFrame,
+    Frame,
+    InputAudioRawFrame,
+    InputTransportMessageFrame,
+    InterruptionFrame,
+    OutputAudioRawFrame,
+    OutputTransportMessageFrame,
+    OutputTransportMessageUrgentFrame,
+    TTSStoppedFrame,
+)
+
+from .pair import Link, Network
+
+RATE = 16000
+CHUNK = 640  # 20 ms of 16 kHz mono PCM16 with chunks_10ms=2
+STEP = 0.02
+
+
+def audio_net(**audio: object) -> tuple[Network, Link]:
+    settings: dict[str, object] = {"sample_rate": RATE, "chunks_10ms": 2, **audio}
+    config = ServerConfig(ping_interval=None, audio_out=AudioOutConfig(**settings))  # type: ignore[arg-type]
+    net = Network(config)
+    return net, net.connect(config=ClientConfig(ping_interval=None))
+
+
+def pcm(chunks: float, fill: int = 1) -> bytes:
+    return bytes([fill, 0]) * int(chunks * CHUNK // 2)
+
+
+def audio(data: bytes) -> OutputAudioRawFrame:
+    return OutputAudioRawFrame(audio=data, sample_rate=RATE)
+
+
+def received(link: Link) -> list[Frame]:
+    frames = [e.frame for e in link.client_events if isinstance(e, FrameReceived)]
+    link.client_events = [e for e in link.client_events if not isinstance(e, FrameReceived)]
+    return frames
+
+
+def test_audio_leaves_one_chunk_per_chunk_duration() -> None:
+    net, link = audio_net()
+    net.server.send_frame(link.connection_id, audio(pcm(3.5)), net.clock.now)
+    net.pump()
+    first = received(link)
+    assert [len(f.audio) for f in first if isinstance(f, InputAudioRawFrame)] == [CHUNK]
+    net.advance(STEP - 0.0001)
+    assert received(link) == []
+    net.advance(0.0001)
+    assert len(received(link)) == 1
+    net.advance(STEP)
+    assert len(received(link)) == 1
+    net.advance(1.0)
+    assert received(link) == []  # the half chunk is held for more audio
+    net.server.send_frame(link.connection_id, TTSStoppedFrame(), net.clock.now)
+    net.pump()
+    [last] = received(link)
+    assert isinstance(last, InputAudioRawFrame)
+    assert last.audio == pcm(0.5) + bytes(CHUNK // 2)  # padded with silence
+
+
+def test_interruption_drops_queued_audio_and_reaches_the_client_at_once() -> None:
+    net, link = audio_net()
+    net.server.send_frame(link.connection_id, audio(pcm(10)), net.clock.now)
+    net.advance(STEP)  # two chunks sent
+    assert len(received(link)) == 2
+    net.server.send_frame(link.connection_id, InterruptionFrame())
+    net.pump()
+    assert [type(f) for f in received(link)] == [InterruptionFrame]
+    [event] = [e for e in net.server_events if isinstance(e, AudioInterrupted)]
+    assert event.dropped_ms == pytest.approx(8 * 20)
+    net.advance(1.0)
+    assert received(link) == []  # no chunk leaves after the interruption
+
+
+def test_messages_keep_their_place_and_urgent_ones_jump_the_queue() -> None:
+    net, link = audio_net()
+    cid = link.connection_id
+    net.server.send_frame(cid, audio(pcm(3)), net.clock.now)
+    net.server.send_frame(cid, OutputTransportMessageFrame(message={"after": "audio"}))
+    net.server.send_frame(cid, OutputTransportMessageUrgentFrame(message={"now": True}))
+    net.pump()
+    net.advance(2 * STEP)
+    kinds = [
+        f.message if isinstance(f, InputTransportMessageFrame) else "audio" for f in received(link)
+    ]
+    assert kinds == ["audio", {"now": True}, "audio", "audio", {"after": "audio"}]
+
+
+def test_end_frame_drains_audio_then_paced_silence_then_closes() -> None:
+    net, link = audio_net(end_silence_secs=0.04)
+    cid = link.connection_id
+    net.server.send_frame(cid, audio(pcm(2)), net.clock.now)
+    net.server.send_frame(cid, EndFrame())
+    net.pump()
+    start = net.clock.now
+    assert len(received(link)) == 1
+    net.advance(3 * STEP - 0.0001)
+    assert len(received(link)) == 2  # the second chunk of audio and the first of silence
+    assert not any(isinstance(e, Disconnected) for e in link.client_events)
+    net.advance(0.0001)
+    silence = received(link)
+    assert [f.audio for f in silence if isinstance(f, InputAudioRawFrame)] == [bytes(CHUNK)]
+    [closed] = [e for e in link.client_events if isinstance(e, Disconnected)]
+    assert (closed.code, net.clock.now) == (1000, start + 3 * STEP)
+    [gone] = [e for e in net.server_events if isinstance(e, ClientDisconnected)]
+    assert gone.cause is DisconnectCause.CLOSED_LOCALLY
+
+
+def test_cancel_frame_drops_everything_and_closes_now() -> None:
+    net, link = audio_net()
+    cid = link.connection_id
+    net.server.send_frame(cid, audio(pcm(10)), net.clock.now)
+    net.server.send_frame(cid, CancelFrame())
+    net.pump()
+    frames = received(link)
+    assert len(frames) <= 1  # the first chunk may have left before the cancel
+    assert any(isinstance(e, Disconnected) for e in link.client_events)
+    with pytest.raises(InvalidState):
+        net.server.send_frame(cid, audio(pcm(1)))
+
+
+def test_audio_in_another_format_is_refused() -> None:
+    net, link = audio_net()
+    with pytest.raises(ValueError, match="resample"):
+        net.server.send_frame(link.connection_id, OutputAudioRawFrame(audio=b"", sample_rate=8000))
+    with pytest.raises(ValueError, match="channel"):
+        net.server.send_frame(
+            link.connection_id, OutputAudioRawFrame(audio=b"", sample_rate=RATE, num_channels=2)
+        )
+
+
+def test_a_full_audio_queue_refuses_until_it_drains() -> None:
+    net, link = audio_net(max_queued_seconds=0.1)
+    cid = link.connection_id
+    net.server.send_frame(cid, audio(pcm(6)), net.clock.now)  # 120 ms queued (one went out)
+    assert not net.server.audio_writable(cid)
+    with pytest.raises(AudioBufferFull):
+        net.server.send_frame(cid, audio(pcm(1)))
+    net.advance(2 * STEP)
+    assert net.server.audio_writable(cid)
+    net.server.send_frame(cid, audio(pcm(1)))
+
+
+def test_closing_session_sends_no_more_audio() -> None:
+    net, link = audio_net()
+    cid = link.connection_id
+    net.server.send_frame(cid, audio(pcm(10)), net.clock.now)
+    net.pump()
+    received(link)
+    net.server.close(cid, net.clock.now)
+    net.advance(1.0)
+    assert received(link) == []
+
+
+def test_replaced_session_audio_is_never_sent() -> None:
+    net, old = audio_net()
+    net.server.send_frame(old.connection_id, audio(pcm(10)), net.clock.now)
+    net.pump()
+    received(old)
+    net.connect()
+    net.advance(1.0)
+    assert received(old) == []
+
+
+def test_wav_header_on_each_chunk() -> None:
+    net, link = audio_net(add_wav_header=True)
+    net.server.send_frame(link.connection_id, audio(pcm(1)), net.clock.now)
+    net.pump()
+    [frame] = received(link)
+    assert isinstance(frame, InputAudioRawFrame)
+    assert frame.audio[:4] == b"RIFF"
+    assert frame.audio[8:16] == b"WAVEfmt "
+    assert len(frame.audio) == 44 + CHUNK
+
+
+def test_without_audio_out_everything_goes_at_once() -> None:
+    net = Network(ServerConfig(ping_interval=None))
+    link = net.connect()
+    cid = link.connection_id
+    assert net.server.send_frame(cid, audio(pcm(3.5)))
+    assert net.server.send_frame(cid, TTSStoppedFrame())
+    net.pump()
+    [frame] = received(link)
+    assert isinstance(frame, InputAudioRawFrame)
+    assert len(frame.audio) == len(pcm(3.5))
+    assert net.server.audio_writable(cid)
+    assert net.server.next_deadline() is None
+    net.server.send_frame(cid, EndFrame())
+    net.pump()
+    assert any(isinstance(e, Disconnected) for e in link.client_events)
+
+
+def test_client_paces_audio_and_reports_interruptions() -> None:
+    net = Network(ServerConfig(ping_interval=None))
+    config = ClientConfig(
+        ping_interval=None, audio_out=AudioOutConfig(sample_rate=RATE, chunks_10ms=2)
+    )
+    link = net.connect(config=config)
+    assert link.client.send_frame(audio(pcm(5)), net.clock.now)
+    assert link.client.audio_writable
+    assert link.client.next_deadline() == pytest.approx(net.clock.now + STEP)
+    net.advance(STEP)
+    got = [e for e in net.server_events if isinstance(e, FrameReceived)]
+    assert len(got) == 2
+    link.client.send_frame(InterruptionFrame())
+    [event] = [e for e in link.client.events_received() if isinstance(e, AudioInterrupted)]
+    assert event.dropped_ms == pytest.approx(60)
+    link.client.send_frame(EndFrame())
+    net.advance(5.0)
+    assert any(isinstance(e, Disconnected) and e.code == 1000 for e in link.client_events)
+    assert link.client.next_deadline() is None
+
+
+def test_client_cancel_closes_at_once() -> None:
+    net = Network(ServerConfig(ping_interval=None))
+    link = net.connect(config=ClientConfig(ping_interval=None))
+    link.client.send_frame(CancelFrame())
+    net.pump()
+    assert any(isinstance(e, Disconnected) for e in link.client_events)
+
+
+class _TextOnly:
+    """A serializer with no audio message: paced chunks are skipped, messages still flow."""
+
+    def serialize(self, frame: Frame) -> bytes | str | None:
+        if isinstance(frame, OutputTransportMessageFrame):
+            return str(frame.message)
+        return None
+
+    def deserialize(self, data: bytes | str) -> Frame | None:
+        return None
+
+
+def test_a_serializer_without_audio_skips_the_chunks() -> None:
+    config = ServerConfig(
+        ping_interval=None,
+        serializer=_TextOnly(),
+        audio_out=AudioOutConfig(sample_rate=RATE, chunks_10ms=2),
+    )
+    net = Network(config)
+    link = net.connect(config=ClientConfig(ping_interval=None))
+    cid = link.connection_id
+    net.server.send_frame(cid, audio(pcm(2)), net.clock.now)
+    net.server.send_frame(cid, OutputTransportMessageFrame(message="after"))
+    net.advance(STEP)
+    transmits = [t for t in link.server_wrote if t[:1] in (b"\x81", b"\x82")]
+    assert transmits == [b"\x81\x05after"]
