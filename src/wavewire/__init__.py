@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
+from wavewire.adapters.anyio_client import ConnectError
 from wavewire.adapters.errors import ConnectionClosed
+from wavewire.core.errors import (
+    HandshakeError,
+    HandshakeRejected,
+    HandshakeTimeout,
+    InvalidHandshake,
+    InvalidURI,
+)
 from wavewire.core.frames import (
     AudioRawFrame,
     CancelFrame,
@@ -31,29 +39,41 @@ from wavewire.transports import (
     WebsocketServerParams,
     WebsocketServerTransport,
 )
+from wavewire.transports.client import ClientConnection, WebsocketClientTransport
+from wavewire.transports.params import ReconnectPolicy, WebsocketClientParams
 
 __all__ = [
     "AudioRawFrame",
     "CancelFrame",
+    "ClientConnection",
     "ClientHandle",
+    "ConnectError",
     "ConnectionClosed",
     "EndFrame",
     "Frame",
     "FrameInput",
     "FrameOutput",
     "FrameSerializer",
+    "HandshakeError",
+    "HandshakeRejected",
+    "HandshakeTimeout",
     "InputAudioRawFrame",
     "InputTransportMessageFrame",
     "InterruptionFrame",
+    "InvalidHandshake",
+    "InvalidURI",
     "OutputAudioRawFrame",
     "OutputTransportMessageFrame",
     "OutputTransportMessageUrgentFrame",
     "ProtobufFrameSerializer",
     "RawFrameSerializer",
+    "ReconnectPolicy",
     "SerializationError",
     "TextFrame",
     "TranscriptionFrame",
     "TransportParams",
+    "WebsocketClientParams",
+    "WebsocketClientTransport",
     "WebsocketServerParams",
     "WebsocketServerTransport",
 ]

@@ -2,6 +2,10 @@
 
 Audio in (16 kHz mono) is sent back out, text and transport messages are echoed, lifecycle
 events are logged one line each. Ctrl-C or SIGTERM shut it down cleanly (clients get 1001).
+
+``wavewire connect URI``: a client. ``--send FILE.wav`` streams a 16-bit PCM WAV file to the
+server in real time, ``--record OUT.wav`` saves the audio that comes back. It exits once the
+file is sent and the server has been quiet for ``--linger`` seconds, or on Ctrl-C.
 """
 
 from __future__ import annotations
@@ -11,12 +15,16 @@ import contextlib
 import logging
 import signal
 import sys
+import wave
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import anyio
 import anyio.abc
 
+from wavewire.adapters.anyio_client import ConnectError
 from wavewire.adapters.errors import ConnectionClosed
+from wavewire.core.errors import HandshakeError
 from wavewire.core.frames import (
     Frame,
     InputAudioRawFrame,
@@ -34,6 +42,8 @@ from wavewire.transports import (
     WebsocketServerParams,
     WebsocketServerTransport,
 )
+from wavewire.transports.client import ClientConnection, WebsocketClientTransport
+from wavewire.transports.params import WebsocketClientParams
 
 __all__ = ["echo_frame", "main"]
 
@@ -70,11 +80,41 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="localhost", help="address to bind (localhost)")
     serve.add_argument("--port", type=int, default=8765, help="port to listen on (8765)")
     serve.add_argument("--backend", choices=("asyncio", "trio"), default="asyncio")
+    serve.add_argument(
+        "--driver",
+        choices=("anyio", "asyncio"),
+        default="anyio",
+        help="anyio: anyio streams, any backend (default); asyncio: asyncio's own protocols "
+        "and transports, --backend asyncio only",
+    )
     serve.add_argument("--serializer", choices=("protobuf", "raw"), default="protobuf")
     serve.add_argument(
         "--session-timeout", type=float, default=None, metavar="S", help="seconds (off)"
     )
     serve.add_argument("--policy", choices=("replace", "reject", "multi"), default="replace")
+    connect = commands.add_parser("connect", help="stream a WAV file to a server, record replies")
+    connect.add_argument("uri", help="ws:// or wss:// URI of the server")
+    connect.add_argument("--send", metavar="FILE.wav", help="16-bit PCM WAV file to stream")
+    connect.add_argument("--record", metavar="OUT.wav", help="write the audio received here")
+    connect.add_argument(
+        "--header",
+        action="append",
+        default=[],
+        metavar="K:V",
+        help="extra handshake header (repeatable)",
+    )
+    connect.add_argument("--serializer", choices=("protobuf", "raw"), default="protobuf")
+    connect.add_argument("--backend", choices=("asyncio", "trio"), default="asyncio")
+    connect.add_argument(
+        "--chunk-ms", type=int, default=20, metavar="MS", help="audio per message (20)"
+    )
+    connect.add_argument(
+        "--linger",
+        type=float,
+        default=0.5,
+        metavar="S",
+        help="seconds of quiet after sending before exiting (0.5)",
+    )
     return parser
 
 
@@ -104,7 +144,11 @@ def _describe(client: ClientHandle) -> str:
 
 
 async def serve(args: argparse.Namespace) -> None:
-    transport = WebsocketServerTransport(make_params(args), host=args.host, port=args.port)
+    if args.driver == "asyncio" and args.backend != "asyncio":
+        raise ValueError("--driver asyncio runs only with --backend asyncio")
+    transport = WebsocketServerTransport(
+        make_params(args), host=args.host, port=args.port, driver=args.driver
+    )
     echoes: anyio.abc.TaskGroup | None = None
 
     @transport.event_handler("on_websocket_ready")
@@ -144,11 +188,193 @@ async def _echo_client(client: ClientHandle) -> None:
         await echo(client.input(), client.output())
 
 
+class CliError(Exception):
+    """A problem to report as one line, exit status 1."""
+
+
+@dataclass
+class WavSource:
+    """A 16-bit PCM WAV file, read whole."""
+
+    sample_rate: int
+    num_channels: int
+    pcm: bytes
+
+    @classmethod
+    def read(cls, path: str) -> WavSource:
+        try:
+            with wave.open(path, "rb") as source:
+                if source.getsampwidth() != 2 or source.getcomptype() != "NONE":
+                    raise CliError(f"{path}: only 16-bit PCM WAV files can be sent")
+                return cls(
+                    source.getframerate(),
+                    source.getnchannels(),
+                    source.readframes(source.getnframes()),
+                )
+        except (OSError, EOFError, wave.Error) as exc:
+            raise CliError(f"cannot read {path}: {exc}") from None
+
+
+@dataclass
+class Recording:
+    """Audio received, kept in memory until written."""
+
+    sample_rate: int | None = None
+    num_channels: int = 1
+    chunks: list[bytes] = field(default_factory=list)
+
+    def write(self, path: str, default_rate: int) -> None:
+        try:
+            with wave.open(path, "wb") as out:
+                out.setnchannels(self.num_channels)
+                out.setsampwidth(2)
+                out.setframerate(self.sample_rate or default_rate)
+                out.writeframes(b"".join(self.chunks))
+        except OSError as exc:
+            raise CliError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
+def parse_headers(values: Sequence[str]) -> dict[str, str]:
+    headers: dict[str, str] = {}
+    for value in values:
+        name, sep, content = value.partition(":")
+        if not sep or not name.strip():
+            raise CliError(f"--header {value!r}: expected NAME:VALUE")
+        headers[name.strip()] = content.strip()
+    return headers
+
+
+def make_client_params(args: argparse.Namespace, source: WavSource | None) -> WebsocketClientParams:
+    rate = source.sample_rate if source is not None else SAMPLE_RATE
+    channels = source.num_channels if source is not None else 1
+    serializer: FrameSerializer
+    if args.serializer == "raw":
+        serializer = RawFrameSerializer(sample_rate=rate, num_channels=channels)
+    else:
+        serializer = ProtobufFrameSerializer()
+    return WebsocketClientParams(
+        audio_in_enabled=True,
+        audio_in_sample_rate=rate,
+        audio_in_channels=channels,
+        audio_out_enabled=True,
+        audio_out_sample_rate=rate,
+        audio_out_channels=channels,
+        add_wav_header=False,  # raw samples: the echo comes back as the same audio
+        serializer=serializer,
+        additional_headers=parse_headers(args.header) or None,
+    )
+
+
+async def send_audio(source: WavSource, output: FrameOutput, chunk_ms: int) -> None:
+    """Send ``source`` in ``chunk_ms`` chunks, each at its place on an absolute schedule (so
+    that the stream plays in real time without drift, however long the sends take)."""
+    frame_bytes = 2 * source.num_channels
+    chunk_frames = max(1, source.sample_rate * chunk_ms // 1000)
+    step = chunk_frames * frame_bytes
+    start = anyio.current_time()
+    for index, offset in enumerate(range(0, len(source.pcm), step)):
+        due = start + index * chunk_frames / source.sample_rate
+        await anyio.sleep(max(0.0, due - anyio.current_time()))
+        chunk = source.pcm[offset : offset + step]
+        await output.send(
+            OutputAudioRawFrame(
+                audio=chunk, sample_rate=source.sample_rate, num_channels=source.num_channels
+            )
+        )
+
+
+async def receive(frames: FrameInput, recording: Recording, heard: list[float]) -> None:
+    async for frame in frames:
+        heard[0] = anyio.current_time()
+        if isinstance(frame, InputAudioRawFrame):
+            if recording.sample_rate is None:
+                recording.sample_rate = frame.sample_rate
+                recording.num_channels = frame.num_channels
+            recording.chunks.append(frame.audio)
+        elif isinstance(frame, TextFrame):
+            logger.info("text: %s", frame.text)
+        elif isinstance(frame, InputTransportMessageFrame):
+            logger.info("message: %s", frame.message)
+
+
+def _describe_end(connection: ClientConnection) -> str:
+    end = connection.disconnect
+    if end is None:
+        return "disconnected"
+    reason = f" {end.reason!r}" if end.reason else ""
+    return f"disconnected: {end.code}{reason} ({end.cause.value})"
+
+
+async def connect(args: argparse.Namespace) -> None:
+    source = WavSource.read(args.send) if args.send else None
+    if args.chunk_ms <= 0 or args.linger < 0:
+        raise CliError("--chunk-ms must be positive and --linger not negative")
+    transport = WebsocketClientTransport(args.uri, make_client_params(args, source))
+    recording = Recording()
+    heard = [0.0]
+    ended: list[str] = []
+    problem: list[str] = []
+
+    @transport.event_handler("on_connected")
+    def on_connected(transport: WebsocketClientTransport, connection: ClientConnection) -> None:
+        logger.info("connected to %s", args.uri)
+
+    @transport.event_handler("on_disconnected")
+    def on_disconnected(transport: WebsocketClientTransport, connection: ClientConnection) -> None:
+        ended.append(_describe_end(connection))
+        logger.info("%s", ended[-1])
+
+    async def session(tg: anyio.abc.TaskGroup) -> None:
+        received = anyio.Event()
+
+        async def run_receive() -> None:
+            await receive(transport.input(), recording, heard)
+            received.set()
+
+        tg.start_soon(run_receive)
+        if source is not None:
+            try:
+                await send_audio(source, transport.output(), args.chunk_ms)
+            except ConnectionClosed:
+                with anyio.move_on_after(1.0):  # let the handler say how it ended
+                    await received.wait()
+                how = ended[-1] if ended else "disconnected"
+                problem.append(f"{how} before the file was sent")
+                tg.cancel_scope.cancel()
+                return
+            heard[0] = anyio.current_time()
+            while not received.is_set():
+                quiet_until = heard[0] + args.linger
+                if anyio.current_time() >= quiet_until:
+                    break
+                with anyio.move_on_at(quiet_until):
+                    await received.wait()
+        else:
+            await received.wait()
+        tg.cancel_scope.cancel()
+
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with transport, anyio.create_task_group() as tg:
+            tg.start_soon(session, tg)
+            async for signum in signals:
+                logger.info("%s: closing", signal.Signals(signum).name)
+                tg.cancel_scope.cancel()
+                break
+    if args.record:
+        rate = source.sample_rate if source is not None else SAMPLE_RATE
+        recording.write(args.record, rate)
+        logger.info("recorded %d bytes to %s", sum(map(len, recording.chunks)), args.record)
+    if problem:
+        raise CliError(problem[0])
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr
     )
+    if args.command == "connect":
+        return _run_client(args)
     try:
         anyio.run(serve, args, backend=args.backend)
     except OSError as exc:
@@ -159,6 +385,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"wavewire: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:  # a second Ctrl-C during shutdown
+        return 130
+    return 0
+
+
+def _run_client(args: argparse.Namespace) -> int:
+    try:
+        anyio.run(connect, args, backend=args.backend)
+    except (HandshakeError, ConnectError, CliError) as exc:
+        print(f"wavewire: {exc}", file=sys.stderr)
+        return 1
+    except ValueError as exc:  # a bad URI or header
+        print(f"wavewire: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
         return 130
     return 0
 

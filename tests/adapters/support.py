@@ -10,7 +10,7 @@ import anyio
 
 from wavewire import WebsocketServerParams, WebsocketServerTransport
 from wavewire.cli import echo
-from wavewire.transports.server import SERVER_EVENTS, ClientHandle
+from wavewire.transports.server import SERVER_EVENTS, ClientHandle, DriverName
 
 #: Every wait in these tests is bounded by this (seconds).
 LIMIT = 5.0
@@ -66,10 +66,12 @@ async def wait_until(condition: Callable[[], bool]) -> None:
 
 @asynccontextmanager
 async def echo_server(
-    params: WebsocketServerParams | None = None,
+    params: WebsocketServerParams | None = None, *, driver: DriverName = "anyio"
 ) -> AsyncIterator[tuple[WebsocketServerTransport, Recorder]]:
     """A transport on 127.0.0.1:0 echoing the current client (not for policy ``multi``)."""
-    transport = WebsocketServerTransport(params or make_params(), host="127.0.0.1", port=0)
+    transport = WebsocketServerTransport(
+        params or make_params(), host="127.0.0.1", port=0, driver=driver
+    )
     recorder = Recorder(transport)
     async with transport, anyio.create_task_group() as tg:
         tg.start_soon(echo, transport.input(), transport.output())

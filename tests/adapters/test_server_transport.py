@@ -1,4 +1,5 @@
-"""WebsocketServerTransport over real sockets on 127.0.0.1, on asyncio and trio."""
+"""WebsocketServerTransport over real sockets on 127.0.0.1: every test runs on each driver and
+backend it supports (``MATRIX``)."""
 
 from __future__ import annotations
 
@@ -23,12 +24,41 @@ from wavewire import (
 )
 from wavewire.cli import echo
 from wavewire.core.events import DisconnectCause, Disconnected
-from wavewire.transports.server import ClientHandle
+from wavewire.transports.server import ClientHandle, DriverName
 
 from .support import LIMIT, Recorder, echo_server, make_params, wait_until
 from .wsclient import connect
 
 pytestmark = pytest.mark.anyio
+
+#: (driver, anyio backend) pairs: the anyio driver on both backends, the native one on asyncio.
+MATRIX: list[tuple[DriverName, str]] = [
+    ("anyio", "asyncio"),
+    ("anyio", "trio"),
+    ("asyncio", "asyncio"),
+]
+ASYNCIO_ONLY = [pair for pair in MATRIX if pair[1] == "asyncio"]
+
+
+def IDS(pair: tuple[DriverName, str]) -> str:
+    return f"{pair[0]}-driver-on-{pair[1]}"
+
+
+@pytest.fixture(params=MATRIX, ids=IDS)
+def driver_backend(request: pytest.FixtureRequest) -> tuple[DriverName, str]:
+    pair: tuple[DriverName, str] = request.param
+    return pair
+
+
+@pytest.fixture
+def anyio_backend(driver_backend: tuple[DriverName, str]) -> str:
+    return driver_backend[1]
+
+
+@pytest.fixture
+def driver(driver_backend: tuple[DriverName, str]) -> DriverName:
+    return driver_backend[0]
+
 
 UPGRADE = (
     b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
@@ -37,9 +67,9 @@ UPGRADE = (
 AUDIO = bytes(range(256)) * 5  # 640 bytes: 20 ms of 16 kHz mono PCM16
 
 
-async def test_echo_text_audio_and_messages() -> None:
+async def test_echo_text_audio_and_messages(driver: DriverName) -> None:
     with anyio.fail_after(LIMIT):
-        async with echo_server() as (transport, recorder):
+        async with echo_server(driver=driver) as (transport, recorder):
             async with connect(transport.port, "/ws?token=abc") as client:
                 await client.send(TextFrame(text="hello"))
                 reply = await client.next_frame()
@@ -71,15 +101,15 @@ async def test_echo_text_audio_and_messages() -> None:
         assert recorder.log[0] == ("on_websocket_ready", None)
 
 
-@pytest.mark.parametrize("anyio_backend", ["asyncio"])
-async def test_interop_with_websockets_client_and_shutdown_1001() -> None:
+@pytest.mark.parametrize("driver_backend", ASYNCIO_ONLY, ids=IDS)
+async def test_interop_with_websockets_client_and_shutdown_1001(driver: DriverName) -> None:
     """A client nobody here wrote: the ``websockets`` library (asyncio only)."""
     from websockets.asyncio.client import connect as ws_connect
 
     serializer = ProtobufFrameSerializer()
     with anyio.fail_after(LIMIT):
         async with AsyncExitStack() as stack:
-            transport, recorder = await stack.enter_async_context(echo_server())
+            transport, recorder = await stack.enter_async_context(echo_server(driver=driver))
             uri = f"ws://127.0.0.1:{transport.port}/"
             async with ws_connect(uri, compression=None) as ws:
                 text = serializer.serialize(TextFrame(text="héllo"))
@@ -105,7 +135,7 @@ async def test_interop_with_websockets_client_and_shutdown_1001() -> None:
             assert handle.disconnect.cause is DisconnectCause.SHUTDOWN
 
 
-async def test_shutdown_with_client_connected_sends_1001() -> None:
+async def test_shutdown_with_client_connected_sends_1001(driver: DriverName) -> None:
     codes: list[int] = []
 
     async def client_task(port: int) -> None:
@@ -115,7 +145,7 @@ async def test_shutdown_with_client_connected_sends_1001() -> None:
     with anyio.fail_after(LIMIT):
         # The client lives in its own task: the transport's task group is exited under it.
         async with anyio.create_task_group() as tg:
-            async with echo_server() as (transport, recorder):
+            async with echo_server(driver=driver) as (transport, recorder):
                 tg.start_soon(client_task, transport.port)
                 await recorder.wait("on_client_connected")
                 started = anyio.current_time()
@@ -126,9 +156,12 @@ async def test_shutdown_with_client_connected_sends_1001() -> None:
         assert recorder.handles[0].disconnect.cause is DisconnectCause.SHUTDOWN
 
 
-async def test_replacement_closes_old_client_with_1000() -> None:
+async def test_replacement_closes_old_client_with_1000(driver: DriverName) -> None:
     with anyio.fail_after(LIMIT):
-        async with echo_server() as (transport, recorder), connect(transport.port) as first:
+        async with (
+            echo_server(driver=driver) as (transport, recorder),
+            connect(transport.port) as first,
+        ):
             await recorder.wait("on_client_connected")
             async with connect(transport.port) as second:
                 ended = await first.next(Disconnected)
@@ -147,10 +180,13 @@ async def test_replacement_closes_old_client_with_1000() -> None:
                 await second.close()
 
 
-async def test_reject_policy_refuses_newcomer_with_1013() -> None:
+async def test_reject_policy_refuses_newcomer_with_1013(driver: DriverName) -> None:
     with anyio.fail_after(LIMIT):
         params = make_params(client_policy="reject")
-        async with echo_server(params) as (transport, recorder), connect(transport.port) as first:
+        async with (
+            echo_server(params, driver=driver) as (transport, recorder),
+            connect(transport.port) as first,
+        ):
             await recorder.wait("on_client_connected")
             async with connect(transport.port) as second:
                 ended = await second.next(Disconnected)
@@ -162,11 +198,14 @@ async def test_reject_policy_refuses_newcomer_with_1013() -> None:
             await first.close()
 
 
-async def test_session_timeout_fires_for_each_session() -> None:
+async def test_session_timeout_fires_for_each_session(driver: DriverName) -> None:
     """Pipecat arms one timer, at the first client, ever; here every session gets its own."""
     timeout = 0.2
     with anyio.fail_after(LIMIT):
-        async with echo_server(make_params(session_timeout=timeout)) as (transport, recorder):
+        async with echo_server(make_params(session_timeout=timeout), driver=driver) as (
+            transport,
+            recorder,
+        ):
             for n in (1, 2):
                 async with connect(transport.port) as client:
                     started = anyio.current_time()
@@ -179,9 +218,9 @@ async def test_session_timeout_fires_for_each_session() -> None:
                 await recorder.wait("on_client_disconnected", n)
 
 
-async def test_disconnect_without_close_frame_reported_once() -> None:
+async def test_disconnect_without_close_frame_reported_once(driver: DriverName) -> None:
     with anyio.fail_after(LIMIT):
-        async with echo_server() as (transport, recorder):
+        async with echo_server(driver=driver) as (transport, recorder):
             async with connect(transport.port) as client:
                 await recorder.wait("on_client_connected")
                 await client.abort()
@@ -194,10 +233,12 @@ async def test_disconnect_without_close_frame_reported_once() -> None:
         assert recorder.count("on_client_disconnected") == 1
 
 
-async def test_raising_handlers_are_logged_and_not_fatal(caplog: pytest.LogCaptureFixture) -> None:
+async def test_raising_handlers_are_logged_and_not_fatal(
+    driver: DriverName, caplog: pytest.LogCaptureFixture
+) -> None:
     calls: list[str] = []
     with anyio.fail_after(LIMIT):
-        async with echo_server() as (transport, recorder):
+        async with echo_server(driver=driver) as (transport, recorder):
 
             @transport.event_handler("on_client_connected")
             def broken(transport: WebsocketServerTransport, client: ClientHandle) -> None:
@@ -232,8 +273,10 @@ def test_unknown_event_name_is_refused_at_registration() -> None:
         transport.event_handler("on_connected")
 
 
-async def test_multi_policy_gives_each_client_its_own_streams() -> None:
-    transport = WebsocketServerTransport(make_params(client_policy="multi"), "127.0.0.1", 0)
+async def test_multi_policy_gives_each_client_its_own_streams(driver: DriverName) -> None:
+    transport = WebsocketServerTransport(
+        make_params(client_policy="multi"), "127.0.0.1", 0, driver=driver
+    )
     recorder = Recorder(transport)
     with anyio.fail_after(LIMIT):
         async with transport, anyio.create_task_group() as tg:
@@ -260,10 +303,12 @@ async def test_multi_policy_gives_each_client_its_own_streams() -> None:
                 await recorder.handles[0].output().send(TextFrame(text="late"))
 
 
-async def test_peer_that_stops_reading_is_disconnected_after_write_timeout() -> None:
+async def test_peer_that_stops_reading_is_disconnected_after_write_timeout(
+    driver: DriverName,
+) -> None:
     params = make_params(write_timeout=0.3, max_output_buffer=64 * 1024)
     with anyio.fail_after(LIMIT):
-        async with echo_server(params) as (transport, recorder):
+        async with echo_server(params, driver=driver) as (transport, recorder):
             stream = await anyio.connect_tcp("127.0.0.1", transport.port)
             async with stream:
                 await stream.send(UPGRADE)
@@ -282,11 +327,13 @@ async def test_peer_that_stops_reading_is_disconnected_after_write_timeout() -> 
                 assert handle.disconnect.cause is DisconnectCause.CONNECTION_LOST
 
 
-async def test_input_backpressure_then_fast_shutdown() -> None:
+async def test_input_backpressure_then_fast_shutdown(driver: DriverName) -> None:
     """Nobody reads ``input()``: the queue holds ``max_input_queue`` frames and the reader
     blocks (so the socket is not read) instead of buffering; frames then arrive in order, and
     a shutdown with a blocked reader still closes promptly with 1001."""
-    transport = WebsocketServerTransport(make_params(max_input_queue=2), "127.0.0.1", 0)
+    transport = WebsocketServerTransport(
+        make_params(max_input_queue=2), "127.0.0.1", 0, driver=driver
+    )
     codes: list[int] = []
     sent = anyio.Event()
 
@@ -316,10 +363,10 @@ async def test_input_backpressure_then_fast_shutdown() -> None:
         assert codes == [1001]
 
 
-async def test_keepalive_timeout_disconnects_a_silent_peer() -> None:
+async def test_keepalive_timeout_disconnects_a_silent_peer(driver: DriverName) -> None:
     params = make_params(ping_interval=0.1, ping_timeout=0.1)
     with anyio.fail_after(LIMIT):
-        async with echo_server(params) as (transport, recorder):
+        async with echo_server(params, driver=driver) as (transport, recorder):
             stream = await anyio.connect_tcp("127.0.0.1", transport.port)
             async with stream:
                 await stream.send(UPGRADE)
@@ -331,10 +378,10 @@ async def test_keepalive_timeout_disconnects_a_silent_peer() -> None:
             assert handle.disconnect.cause is DisconnectCause.KEEPALIVE_TIMEOUT
 
 
-async def test_handler_can_close_the_client_and_await_it() -> None:
+async def test_handler_can_close_the_client_and_await_it(driver: DriverName) -> None:
     closed: list[bool] = []
     with anyio.fail_after(LIMIT):
-        async with echo_server() as (transport, recorder):
+        async with echo_server(driver=driver) as (transport, recorder):
 
             @transport.event_handler("on_client_connected")
             async def go_away(transport: WebsocketServerTransport, client: ClientHandle) -> None:
@@ -350,9 +397,9 @@ async def test_handler_can_close_the_client_and_await_it() -> None:
             assert recorder.handles[0].disconnect.cause is DisconnectCause.CLOSED_LOCALLY
 
 
-async def test_plain_http_request_is_refused_and_server_keeps_serving() -> None:
+async def test_plain_http_request_is_refused_and_server_keeps_serving(driver: DriverName) -> None:
     with anyio.fail_after(LIMIT):
-        async with echo_server() as (transport, recorder):
+        async with echo_server(driver=driver) as (transport, recorder):
             stream = await anyio.connect_tcp("127.0.0.1", transport.port)
             async with stream:
                 await stream.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -369,8 +416,10 @@ async def test_plain_http_request_is_refused_and_server_keeps_serving() -> None:
             assert recorder.count("on_client_connected") == 1
 
 
-async def test_shutdown_is_bounded_when_a_handler_never_returns() -> None:
-    transport = WebsocketServerTransport(make_params(close_timeout=0.3), "127.0.0.1", 0)
+async def test_shutdown_is_bounded_when_a_handler_never_returns(driver: DriverName) -> None:
+    transport = WebsocketServerTransport(
+        make_params(close_timeout=0.3), "127.0.0.1", 0, driver=driver
+    )
     entered = anyio.Event()
 
     @transport.event_handler("on_websocket_ready")

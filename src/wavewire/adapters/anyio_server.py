@@ -25,16 +25,17 @@ import anyio
 import anyio.abc
 import anyio.lowlevel
 from anyio.abc import SocketAttribute
+from anyio.streams.tls import TLSListener
 
 from wavewire.adapters.errors import ConnectionClosed
 from wavewire.adapters.outbox import Outbox
-from wavewire.adapters.sink import ServerEventSink
+from wavewire.adapters.sink import ListenOptions, ServerEventSink
 from wavewire.core.errors import InvalidState
 from wavewire.core.events import ConnectionId, FrameReceived, ServerEvent
 from wavewire.core.frames import Frame
 from wavewire.core.server import ServerProtocol
 
-__all__ = ["AnyioServerDriver"]
+__all__ = ["AnyioServerDriver", "listen_anyio"]
 
 logger = logging.getLogger("wavewire.server")
 
@@ -61,6 +62,8 @@ class AnyioServerDriver:
 
     ``high_water``: bytes pending per connection above which ``drain`` waits.
     ``write_timeout``: seconds a write may block before the connection is aborted.
+    ``socket_listener``: where ``local_address`` is read when ``listener`` wraps a socket
+    listener without exposing its attributes (a ``TLSListener``).
     """
 
     def __init__(
@@ -71,9 +74,11 @@ class AnyioServerDriver:
         *,
         high_water: int = 256 * 1024,
         write_timeout: float | None = 10.0,
+        socket_listener: anyio.abc.Listener[anyio.abc.SocketStream] | None = None,
     ) -> None:
         self.protocol = protocol
         self._listener = listener
+        self._socket_listener = socket_listener
         self._sink = sink
         self._high_water = high_water
         self._write_timeout = write_timeout
@@ -115,12 +120,17 @@ class AnyioServerDriver:
                     await connection.done.wait()
         self._stopped.set()
 
+    async def aclose(self) -> None:
+        """Close the listener; only before ``serve`` (``shutdown`` closes it otherwise)."""
+        with contextlib.suppress(*READ_ERRORS):
+            await self._listener.aclose()
+
     # --- application commands (synchronous core calls, then the flush) -----------------------
 
     def send_frame(self, connection_id: ConnectionId, frame: Frame) -> bool:
         """Queue ``frame``; ``ConnectionClosed`` if the client is not connected."""
         try:
-            sent = self.protocol.send_frame(connection_id, frame)
+            sent = self.protocol.send_frame(connection_id, frame, anyio.current_time())
         except InvalidState as exc:
             raise ConnectionClosed(str(exc)) from None
         self._flush()
@@ -146,7 +156,8 @@ class AnyioServerDriver:
 
     @property
     def local_address(self) -> tuple[str, int]:
-        address = self._listener.extra(SocketAttribute.local_address)
+        listener = self._socket_listener if self._socket_listener is not None else self._listener
+        address = listener.extra(SocketAttribute.local_address)
         assert isinstance(address, tuple), "a TCP listener has a (host, port, ...) address"
         return str(address[0]), int(address[1])
 
@@ -277,3 +288,22 @@ class AnyioServerDriver:
         # The socket is closed: stop a reader blocked on it (frames it holds are still delivered).
         connection.stop_reading = True
         connection.receive_scope.cancel()
+
+
+async def listen_anyio(
+    protocol: ServerProtocol, sink: ServerEventSink, options: ListenOptions
+) -> AnyioServerDriver:
+    """Bind a TCP (TLS if ``options.ssl_context``) listener and make a driver for it
+    (``DriverFactory``)."""
+    tcp = await anyio.create_tcp_listener(local_host=options.host, local_port=options.port)
+    listener: anyio.abc.Listener[anyio.abc.ByteStream] = tcp
+    if options.ssl_context is not None:
+        listener = TLSListener(tcp, options.ssl_context, standard_compatible=False)
+    return AnyioServerDriver(
+        protocol,
+        listener,
+        sink,
+        high_water=options.high_water,
+        write_timeout=options.write_timeout,
+        socket_listener=tcp,
+    )

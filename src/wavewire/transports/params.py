@@ -3,15 +3,28 @@
 
 from __future__ import annotations
 
+import math
+import random
 import ssl
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from wavewire.core.config import DEFAULT_MAX_MESSAGE_SIZE, ClientPolicy, ServerConfig
+from wavewire.core.config import (
+    DEFAULT_MAX_MESSAGE_SIZE,
+    ClientConfig,
+    ClientPolicy,
+    ServerConfig,
+)
+from wavewire.core.errors import HandshakeRejected
 from wavewire.core.serializers.base import FrameSerializer
 from wavewire.core.serializers.protobuf import ProtobufFrameSerializer
 
-__all__ = ["TransportParams", "WebsocketServerParams"]
+__all__ = [
+    "ReconnectPolicy",
+    "TransportParams",
+    "WebsocketClientParams",
+    "WebsocketServerParams",
+]
 
 #: Pipecat's rates when ``audio_in_sample_rate``/``audio_out_sample_rate`` are unset.
 DEFAULT_AUDIO_IN_SAMPLE_RATE = 16000
@@ -86,3 +99,128 @@ class WebsocketServerParams(TransportParams):
             ping_interval=self.ping_interval,
             ping_timeout=self.ping_timeout,
         )
+
+
+#: Close codes after which a client reconnects by default: the server went away or restarts
+#: (1001, 1012), the connection was lost or failed on the server's side (1006, 1011, 1014), or
+#: the server said "try again later" (1013). 1000 (the session is over), policy closes (1008,
+#: 4000-4999) and protocol errors (1002, 1003, 1007, 1009, 1010) are final.
+DEFAULT_RETRY_CODES = frozenset({1001, 1006, 1011, 1012, 1013, 1014})
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReconnectPolicy:
+    """When, and how soon, a client transport reconnects after losing its connection.
+
+    Before attempt ``n`` (1, 2, ...) the transport waits a uniformly random time in
+    ``[0, min(cap, base * 2 ** (n - 1))]`` ("full jitter"): the first attempt is delayed at
+    random too, as RFC 6455 section 7.2.3 asks, so that clients dropped together do not come
+    back together, and later attempts back off exponentially up to ``cap``. A successful
+    connection starts the count again.
+
+    Never reconnects after a close the transport started, after a close code not in
+    ``retry_codes`` (1008 and 4000-4999, policy closes, can never be in it), or after a
+    handshake rejected with a 4xx status (the server refuses this client: asking again at once
+    is a reconnect storm). Other connect failures (refused, timeout, 5xx, a bad response) are
+    retried until ``max_attempts`` consecutive attempts have failed (None: without limit).
+    """
+
+    #: Upper bound, in seconds, of the first attempt's random delay; doubled per attempt.
+    base: float = 0.5
+    #: Largest upper bound of a delay, in seconds.
+    cap: float = 30.0
+    #: Consecutive failed attempts after which the transport gives up; None: never.
+    max_attempts: int | None = None
+    #: Close codes (from the server, or 1006 for a lost connection) that lead to a reconnect.
+    retry_codes: frozenset[int] = DEFAULT_RETRY_CODES
+    #: Source of uniform numbers in [0, 1) for the jitter (tests pass a fixed one).
+    random: Callable[[], float] = field(default=random.random, repr=False)
+
+    def __post_init__(self) -> None:
+        for name in ("base", "cap"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ValueError(f"{name} must be a number of seconds")
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be a positive number of seconds")
+        attempts: object = self.max_attempts  # callers without a type checker pass anything
+        if attempts is not None and (
+            isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1
+        ):
+            raise ValueError("max_attempts must be an int >= 1 or None")
+        codes = frozenset(self.retry_codes)
+        final = sorted(code for code in codes if code == 1008 or 4000 <= code <= 4999)
+        if final:
+            raise ValueError(f"retry_codes may not contain policy closes (1008, 4xxx): {final}")
+        object.__setattr__(self, "retry_codes", codes)
+
+    def delay(self, attempt: int) -> float:
+        """Seconds to wait before attempt ``attempt`` (1 for the first)."""
+        if attempt < 1:
+            raise ValueError("attempts are counted from 1")
+        ceiling = min(self.cap, self.base * 2.0 ** min(attempt - 1, 64))
+        return ceiling * self.random()
+
+    def reconnects_after(self, code: int) -> bool:
+        """Whether a connection that ended with close code ``code`` is reconnected."""
+        return code in self.retry_codes
+
+    def retries_after(self, error: BaseException) -> bool:
+        """Whether a failed attempt (``HandshakeError`` or ``ConnectError``) is retried."""
+        return not (isinstance(error, HandshakeRejected) and 400 <= error.status_code < 500)
+
+
+@dataclass(kw_only=True)
+class WebsocketClientParams(TransportParams):
+    """Pipecat's client parameters plus the limits wavewire adds.
+
+    As in Pipecat, ``add_wav_header`` defaults to True: each outgoing audio frame is sent as a
+    complete WAV file (a 44-byte header, then the samples). ``serializer`` defaults to the
+    protobuf serializer. Timeouts and limits default as on the server (websockets' values).
+    """
+
+    add_wav_header: bool = True
+    #: Extra headers for the upgrade request (e.g. ``{"Authorization": "Bearer ..."}``).
+    additional_headers: Mapping[str, str] | None = None
+    serializer: FrameSerializer = field(default_factory=ProtobufFrameSerializer)
+    max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
+    #: Seconds for TCP connect, TLS and the opening handshake together.
+    open_timeout: float | None = 10.0
+    close_timeout: float | None = 10.0
+    ping_interval: float | None = 20.0
+    ping_timeout: float | None = 20.0
+    #: TLS settings for ``wss://``; None there means ``ssl.create_default_context()`` (the
+    #: system's CAs, hostname checked). Giving one for a ``ws://`` URI is a ``ValueError``.
+    ssl_context: ssl.SSLContext | None = None
+    #: Seconds a socket write may block (server not reading) before the connection is dropped.
+    write_timeout: float | None = 10.0
+    #: Bytes of output queued above which ``output().send()`` waits.
+    max_output_buffer: int = 256 * 1024
+    #: Received frames buffered for ``input()`` before the socket stops being read.
+    max_input_queue: int = 64
+    #: Reconnect after a lost connection: False (Pipecat's behaviour), True for the default
+    #: ``ReconnectPolicy()``, or a policy.
+    reconnect: ReconnectPolicy | bool = False
+
+    def client_config(self) -> ClientConfig:
+        """The core configuration these parameters describe (validated there)."""
+        return ClientConfig(
+            serializer=self.serializer,
+            additional_headers=self.additional_headers,
+            max_message_size=self.max_message_size,
+            open_timeout=self.open_timeout,
+            close_timeout=self.close_timeout,
+            ping_interval=self.ping_interval,
+            ping_timeout=self.ping_timeout,
+        )
+
+    @property
+    def reconnect_policy(self) -> ReconnectPolicy | None:
+        """``reconnect`` as a policy, or None when reconnecting is off."""
+        if isinstance(self.reconnect, ReconnectPolicy):
+            return self.reconnect
+        if self.reconnect is True:
+            return ReconnectPolicy()
+        if self.reconnect is False:
+            return None
+        raise TypeError("reconnect must be a bool or a ReconnectPolicy")

@@ -9,6 +9,11 @@
 Entering binds and listens (then ``on_websocket_ready`` fires); leaving closes every client with
 1001, bounded by ``close_timeout``, closes the listener and ends every task. Handlers run one
 at a time, in event order, in a dedicated task: keep them short.
+
+Two drivers move the bytes (``driver=``, same behaviour, same API): ``"anyio"`` (default) runs
+on asyncio and trio through anyio streams and tasks; ``"asyncio"`` uses asyncio's own protocols
+and transports (``loop.create_server``), runs only under asyncio and does less work per message.
+Both implement ``wavewire.adapters.sink.ServerDriver``.
 """
 
 from __future__ import annotations
@@ -19,16 +24,17 @@ from collections import deque
 from collections.abc import Callable
 from contextlib import AsyncExitStack
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar, get_args
 
 import anyio
 import anyio.abc
 import anyio.lowlevel
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
-from anyio.streams.tls import TLSListener
 
-from wavewire.adapters.anyio_server import AnyioServerDriver
+from wavewire.adapters.anyio_server import listen_anyio
+from wavewire.adapters.asyncio_server import listen_asyncio
 from wavewire.adapters.errors import ConnectionClosed
+from wavewire.adapters.sink import DriverFactory, ListenOptions, ServerDriver
 from wavewire.core.events import (
     ClientConnected,
     ClientDisconnected,
@@ -48,11 +54,15 @@ from wavewire.transports.events import EventHandlers
 from wavewire.transports.params import WebsocketServerParams
 from wavewire.transports.streams import FrameInput, FrameOutput
 
-__all__ = ["ClientHandle", "WebsocketServerTransport"]
+__all__ = ["ClientHandle", "DriverName", "WebsocketServerTransport"]
 
 logger = logging.getLogger("wavewire.server")
 
 H = TypeVar("H", bound=Callable[..., Any])
+
+#: The drivers ``WebsocketServerTransport(driver=...)`` accepts.
+DriverName = Literal["anyio", "asyncio"]
+DRIVERS: dict[str, DriverFactory] = {"anyio": listen_anyio, "asyncio": listen_asyncio}
 
 SERVER_EVENTS = (
     "on_client_connected",
@@ -126,7 +136,11 @@ class ClientHandle:
 
 
 class WebsocketServerTransport:
-    """See the module docstring. ``input_name``/``output_name`` are kept for Pipecat parity."""
+    """See the module docstring. ``input_name``/``output_name`` are kept for Pipecat parity.
+
+    ``driver``: ``"anyio"`` (asyncio or trio) or ``"asyncio"`` (native asyncio protocols;
+    entering it under trio raises ``RuntimeError``).
+    """
 
     def __init__(
         self,
@@ -135,7 +149,12 @@ class WebsocketServerTransport:
         port: int = 8765,
         input_name: str | None = None,
         output_name: str | None = None,
+        *,
+        driver: DriverName = "anyio",
     ) -> None:
+        if driver not in get_args(DriverName):
+            raise ValueError(f"unknown driver {driver!r}; choose from {get_args(DriverName)}")
+        self.driver: DriverName = driver
         self.params = params if params is not None else WebsocketServerParams()
         self._config = self.params.server_config()  # validate now, not when entering
         self.host = host
@@ -143,7 +162,7 @@ class WebsocketServerTransport:
         self.input_name = input_name
         self.output_name = output_name
         self._handlers = EventHandlers(SERVER_EVENTS)
-        self._driver: AnyioServerDriver | None = None
+        self._driver: ServerDriver | None = None
         self._stack: AsyncExitStack | None = None
         self._tasks: anyio.abc.TaskGroup | None = None
         self._handles: dict[ConnectionId, ClientHandle] = {}
@@ -171,20 +190,16 @@ class WebsocketServerTransport:
     async def __aenter__(self) -> WebsocketServerTransport:
         if self._stack is not None:
             raise RuntimeError("this transport is already running")
-        listener: anyio.abc.Listener[anyio.abc.ByteStream]
-        tcp = await anyio.create_tcp_listener(local_host=self.host, local_port=self.port)
-        listener = tcp
-        if self.params.ssl_context is not None:
-            listener = TLSListener(tcp, self.params.ssl_context, standard_compatible=False)
+        options = ListenOptions(
+            host=self.host,
+            port=self.port,
+            ssl_context=self.params.ssl_context,
+            high_water=self.params.max_output_buffer,
+            write_timeout=self.params.write_timeout,
+        )
+        driver = await DRIVERS[self.driver](ServerProtocol(self._config), self, options)
         async with AsyncExitStack() as stack:
-            stack.push_async_callback(listener.aclose)
-            driver = AnyioServerDriver(
-                ServerProtocol(self._config),
-                listener,
-                self,
-                high_water=self.params.max_output_buffer,
-                write_timeout=self.params.write_timeout,
-            )
+            stack.push_async_callback(driver.aclose)
             self._inbox_send, self._inbox_receive = anyio.create_memory_object_stream[Frame](
                 self.params.max_input_queue
             )
@@ -306,22 +321,24 @@ class WebsocketServerTransport:
                     event.detail,
                 )
 
+    def offer_frame(self, event: FrameReceived) -> bool:
+        send = self._frame_destination(event)
+        if send is not None:
+            try:
+                send.send_nowait(event.frame)
+            except anyio.WouldBlock:
+                return False
+            except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+                pass  # nobody will read it any more
+        return True
+
     async def on_frame(self, event: FrameReceived) -> None:
-        handle = self._handles.get(event.connection.id)
-        if handle is None:
-            return
-        disconnect = handle.disconnect
-        if disconnect is not None and disconnect.cause is DisconnectCause.REPLACED:
-            return  # a replaced client's last input is stale, like its dropped output
-        frame = event.frame
-        if isinstance(frame, InputAudioRawFrame) and not self.params.audio_in_enabled:
-            return  # as Pipecat: audio input is off unless enabled
-        send = handle._inbox[0] if handle._inbox is not None else self._inbox_send
+        send = self._frame_destination(event)
         if send is None:
             return
         # Closed or broken: nobody will read it any more.
         with contextlib.suppress(anyio.ClosedResourceError, anyio.BrokenResourceError):
-            await send.send(frame)
+            await send.send(event.frame)
 
     def on_connection_done(self, connection_id: ConnectionId) -> None:
         handle = self._handles.pop(connection_id, None)
@@ -335,7 +352,19 @@ class WebsocketServerTransport:
 
     # --- internals ---------------------------------------------------------------------------
 
-    def _driver_or_raise(self) -> AnyioServerDriver:
+    def _frame_destination(self, event: FrameReceived) -> MemoryObjectSendStream[Frame] | None:
+        """Where a received frame goes, or None if it is dropped."""
+        handle = self._handles.get(event.connection.id)
+        if handle is None:
+            return None
+        disconnect = handle.disconnect
+        if disconnect is not None and disconnect.cause is DisconnectCause.REPLACED:
+            return None  # a replaced client's last input is stale, like its dropped output
+        if isinstance(event.frame, InputAudioRawFrame) and not self.params.audio_in_enabled:
+            return None  # as Pipecat: audio input is off unless enabled
+        return handle._inbox[0] if handle._inbox is not None else self._inbox_send
+
+    def _driver_or_raise(self) -> ServerDriver:
         if self._driver is None:
             raise ConnectionClosed("the transport is not running")
         return self._driver

@@ -1,0 +1,541 @@
+"""Drives a ``ServerProtocol`` on asyncio's own protocols and transports (asyncio only).
+
+The callbacks, one ``asyncio.Protocol`` per connection (``loop.create_server``):
+
+* ``connection_made`` -> ``connection_made``; ``data_received`` -> ``receive_data``;
+  ``eof_received`` -> ``receive_eof`` (returns False: the transport closes itself);
+  ``connection_lost`` -> ``connection_lost``;
+* one ``loop.call_at`` timer handle for ``next_deadline()``; when it fires, ``handle_timer``.
+
+Every core call is followed by ``_flush()``, the one choke point: it routes ``data_to_send()``
+to the connections (drop, write, close), hands events to the sink, offers received frames and
+re-arms the timer handle if the deadline changed. Time is ``loop.time()``. No task runs per
+connection unless a connection's input is backed up.
+
+Output: ``transport.write`` never blocks; the transport's buffer is bounded by
+``set_write_buffer_limits(high=high_water)``. Above it asyncio calls ``pause_writing``: from
+then on new bytes wait in the connection's own queue (so that ``drop_pending`` can still discard
+them), ``drain`` waits, and a write timer runs: if the peer reads nothing for ``write_timeout``
+seconds the connection is aborted (``transport.abort()``). ``resume_writing`` writes the queue.
+A close waits for the queue, then ``transport.close()`` (which flushes the transport's buffer),
+bounded by ``close_timeout``.
+
+Input: frames go to the sink with ``offer_frame`` (no task switch). When the sink is full,
+reading stops (``transport.pause_reading()``) and a task awaits ``on_frame`` for the frames
+left, then reading resumes: a slow consumer stops that socket instead of growing a queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import ssl
+import sys
+from collections import deque
+from collections.abc import Callable
+
+import anyio
+import anyio.abc
+
+from wavewire.adapters.errors import ConnectionClosed
+from wavewire.adapters.sink import ListenOptions, ServerEventSink
+from wavewire.core.errors import InvalidState
+from wavewire.core.events import ConnectionId, FrameReceived, ServerEvent
+from wavewire.core.frames import Frame
+from wavewire.core.server import ServerProtocol
+
+__all__ = ["AsyncioServerDriver", "listen_asyncio"]
+
+logger = logging.getLogger("wavewire.server")
+
+#: Seconds a shutdown waits for close handshakes when ``close_timeout`` is None, and the bound
+#: on closing one socket whose transport still holds bytes.
+SHUTDOWN_FALLBACK = 10.0
+
+
+class _Link(asyncio.Protocol):
+    """One connection: asyncio's callbacks in, the driver's writes and closes out."""
+
+    def __init__(self, driver: AsyncioServerDriver) -> None:
+        self._driver = driver
+        self.id = ConnectionId(0)  # set by the driver in connection_made
+        self.transport: asyncio.Transport | None = None
+        #: Bytes held back while asyncio has paused writing (droppable, unlike its buffer).
+        self.queue: deque[bytes] = deque()
+        #: Bytes handed to the transport, ever: with its buffer size, the progress measure.
+        self.written = 0
+        self.write_paused = False
+        self.reading_paused = False
+        self.close_requested = False
+        #: ``transport.close()`` or ``abort()`` called: nothing more is written.
+        self.closing = False
+        self.lost = False
+        self.frames: deque[FrameReceived] = deque()
+        #: The task awaiting ``on_frame`` while input is backed up.
+        self.delivery: asyncio.Task[None] | None = None
+        self.write_timer: asyncio.TimerHandle | None = None
+        self.close_timer: asyncio.TimerHandle | None = None
+        self.stall_mark = 0
+        self.writable_waiters: list[asyncio.Future[None]] = []
+        self.done = asyncio.Event()
+
+    # --- asyncio.Protocol (each maps to one core call, then the flush) -----------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        transport.set_write_buffer_limits(high=self._driver._high_water)
+        self._driver._accepted(self)
+
+    def data_received(self, data: bytes) -> None:
+        self._driver._received(self, data)
+
+    def eof_received(self) -> bool:
+        self._driver._received(self, None)
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._driver._lost(self)
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        self.stall_mark = self._sent()
+        self._arm_write_timer()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        self._cancel_write_timer()
+        if self.queue and not self.closing:
+            data = b"".join(self.queue)
+            self.queue.clear()
+            self._write_now(data)  # may pause writing again, at once
+        if self.close_requested and not self.queue:
+            self.close_now()
+        self.wake_writers()
+
+    # --- called from the flush choke point ---------------------------------------------------
+
+    def write(self, data: bytes) -> None:
+        if self.closing or self.lost:
+            return
+        if self.write_paused or self.queue:
+            self.queue.append(data)
+        else:
+            self._write_now(data)
+
+    def drop_pending(self) -> None:
+        self.queue.clear()
+
+    def request_close(self) -> None:
+        self.close_requested = True
+        if not self.queue:
+            self.close_now()
+        else:
+            self.update_reading()  # the core wants no more input
+
+    def close_now(self) -> None:
+        if self.closing or self.lost:
+            return
+        self.closing = True
+        assert self.transport is not None
+        self.transport.close()  # after what the transport buffers
+        close_timeout = self._driver.protocol.config.close_timeout
+        bound = close_timeout if close_timeout is not None else SHUTDOWN_FALLBACK
+        self.close_timer = self._driver._loop.call_later(bound, self.abort)
+        self.wake_writers()
+
+    def abort(self) -> None:
+        self.closing = True
+        self.queue.clear()
+        if self.transport is not None and not self.lost:
+            self.transport.abort()  # connection_lost follows, from the loop
+        self.wake_writers()
+
+    # --- state --------------------------------------------------------------------------------
+
+    @property
+    def writable(self) -> bool:
+        """False while writing is paused (``drain`` waits); True once closing or gone."""
+        return self.closing or self.lost or not (self.write_paused or self.queue)
+
+    def wake_writers(self) -> None:
+        waiters, self.writable_waiters = self.writable_waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def update_reading(self) -> None:
+        """Read unless input is backed up or the core asked for the close."""
+        if self.transport is None or self.closing or self.lost:
+            return
+        pause = self.close_requested or self.delivery is not None
+        if pause and not self.reading_paused:
+            self.transport.pause_reading()
+            self.reading_paused = True
+        elif not pause and self.reading_paused:
+            self.transport.resume_reading()
+            self.reading_paused = False
+
+    def forget_timers(self) -> None:
+        self._cancel_write_timer()
+        if self.close_timer is not None:
+            self.close_timer.cancel()
+            self.close_timer = None
+
+    # --- internals ---------------------------------------------------------------------------
+
+    def _write_now(self, data: bytes) -> None:
+        assert self.transport is not None
+        self.written += len(data)
+        self.transport.write(data)
+
+    def _sent(self) -> int:
+        assert self.transport is not None
+        return self.written - self.transport.get_write_buffer_size()
+
+    def _arm_write_timer(self) -> None:
+        timeout = self._driver._write_timeout
+        if timeout is not None and self.write_timer is None:
+            self.write_timer = self._driver._loop.call_later(timeout, self._write_timer_fired)
+
+    def _cancel_write_timer(self) -> None:
+        if self.write_timer is not None:
+            self.write_timer.cancel()
+            self.write_timer = None
+
+    def _write_timer_fired(self) -> None:
+        self.write_timer = None
+        if not self.write_paused or self.lost:
+            return
+        sent = self._sent()
+        if sent > self.stall_mark:  # slow, not stalled: give it another period
+            self.stall_mark = sent
+            self._arm_write_timer()
+            return
+        self._driver._write_failed(self)
+
+
+class AsyncioServerDriver:
+    """Serves ``protocol`` with asyncio protocols until ``shutdown()``; see the module
+    docstring. Make one with ``listen_asyncio`` (or the constructor, then ``listen``).
+
+    ``high_water``: bytes buffered per connection above which ``drain`` waits.
+    ``write_timeout``: seconds writes may make no progress before the connection is aborted.
+    """
+
+    def __init__(
+        self,
+        protocol: ServerProtocol,
+        sink: ServerEventSink,
+        *,
+        high_water: int = 256 * 1024,
+        write_timeout: float | None = 10.0,
+    ) -> None:
+        try:
+            self._loop = asyncio.get_running_loop()
+        except RuntimeError:
+            raise RuntimeError(
+                "the asyncio driver runs only under asyncio; use the anyio driver on trio"
+            ) from None
+        self.protocol = protocol
+        self._sink = sink
+        self._high_water = high_water
+        self._write_timeout = write_timeout
+        self._servers: list[asyncio.Server] = []
+        self._links: dict[ConnectionId, _Link] = {}
+        self._armed: float | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._stopped = asyncio.Event()
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    async def listen(
+        self, host: str | None, port: int, *, ssl_context: ssl.SSLContext | None = None
+    ) -> None:
+        """Bind every address of ``host`` (one port for all, even with ``port=0``) and
+        listen; accepting starts with ``serve``."""
+        for sock in await _bind(self._loop, host, port):
+            try:
+                server = await self._loop.create_server(
+                    lambda: _Link(self), sock=sock, ssl=ssl_context, start_serving=False
+                )
+            except BaseException:
+                sock.close()
+                raise
+            self._servers.append(server)
+
+    async def serve(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Accept and serve connections until ``shutdown()`` has finished."""
+        try:
+            for server in self._servers:
+                await server.start_serving()
+            task_status.started()
+            await self._stopped.wait()
+        finally:
+            if not self._stopped.is_set():  # cancelled before a shutdown: leave nothing open
+                self._close_listeners()
+                self._abort_all()
+
+    async def shutdown(self, code: int = 1001, reason: str = "server shutting down") -> None:
+        """Stop accepting, close every connection with ``code``, wait for them (bounded by
+        ``close_timeout`` plus a second), then stop ``serve``."""
+        try:
+            await self.aclose()
+            self.protocol.shutdown(self._loop.time(), code, reason)
+            self._flush()
+            close_timeout = self.protocol.config.close_timeout
+            bound = (close_timeout if close_timeout is not None else SHUTDOWN_FALLBACK) + 1.0
+            try:
+                await asyncio.wait_for(self._all_done(), bound)
+            except asyncio.TimeoutError:
+                self._abort_all()
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._all_done(), 1.0)
+        finally:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = self._armed = None
+            self._stopped.set()
+
+    async def aclose(self) -> None:
+        """Close the listening sockets (idempotent); connections are not touched."""
+        self._close_listeners()
+        await asyncio.sleep(0)
+
+    def _close_listeners(self) -> None:
+        for server in self._servers:
+            server.close()
+
+    # --- application commands (synchronous core calls, then the flush) -----------------------
+
+    def send_frame(self, connection_id: ConnectionId, frame: Frame) -> bool:
+        """Queue ``frame``; ``ConnectionClosed`` if the client is not connected."""
+        try:
+            sent = self.protocol.send_frame(connection_id, frame, self._loop.time())
+        except InvalidState as exc:
+            raise ConnectionClosed(str(exc)) from None
+        self._flush()
+        return sent
+
+    async def drain(self, connection_id: ConnectionId) -> None:
+        """Wait while the connection's writing is paused (send backpressure); always yields."""
+        await asyncio.sleep(0)
+        link = self._links.get(connection_id)
+        while link is not None and not link.writable:
+            waiter = self._loop.create_future()
+            link.writable_waiters.append(waiter)
+            await waiter
+
+    def close(self, connection_id: ConnectionId, code: int = 1000, reason: str = "") -> None:
+        self.protocol.close(connection_id, self._loop.time(), code, reason)
+        self._flush()
+
+    async def wait_done(self, connection_id: ConnectionId) -> None:
+        """Wait until the connection's socket is closed and its frames delivered."""
+        link = self._links.get(connection_id)
+        if link is not None:
+            await link.done.wait()
+
+    @property
+    def local_address(self) -> tuple[str, int]:
+        address = self._servers[0].sockets[0].getsockname()
+        return str(address[0]), int(address[1])
+
+    # --- the flush choke point ---------------------------------------------------------------
+
+    def _flush(self) -> None:
+        links = self._links
+        for transmit in self.protocol.data_to_send():
+            link = links.get(transmit.connection_id)
+            if link is None:
+                continue
+            if transmit.drop_pending:
+                link.drop_pending()
+            if transmit.data:
+                link.write(transmit.data)
+            if transmit.close:
+                link.request_close()
+        events: list[ServerEvent] = []
+        backed_up: dict[ConnectionId, _Link] = {}
+        for event in self.protocol.events_received():
+            if isinstance(event, FrameReceived):
+                link = links.get(event.connection.id)
+                if link is not None:
+                    link.frames.append(event)
+                    backed_up[link.id] = link
+            else:
+                events.append(event)
+        if events:
+            try:
+                self._sink.on_events(events)
+            except Exception:
+                logger.exception("event sink failed")
+        for link in backed_up.values():
+            self._offer_frames(link)
+        deadline = self.protocol.next_deadline()
+        if deadline != self._armed:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._armed = deadline
+            self._timer = None if deadline is None else self._loop.call_at(deadline, self._fire)
+
+    # --- callbacks ---------------------------------------------------------------------------
+
+    def _fire(self) -> None:
+        deadline = self._armed
+        self._timer = self._armed = None
+        # call_at may run a clock tick early; the core must not see a time before its deadline.
+        now = self._loop.time()
+        if deadline is not None:
+            now = max(now, deadline)
+        try:
+            self.protocol.handle_timer(now)
+            self._flush()
+        except Exception:
+            logger.exception("timer: internal error")
+
+    def _accepted(self, link: _Link) -> None:
+        assert link.transport is not None
+        peer = link.transport.get_extra_info("peername")
+        remote = (str(peer[0]), int(peer[1])) if isinstance(peer, tuple) else peer
+        link.id = self.protocol.connection_made(self._loop.time(), remote)
+        self._links[link.id] = link
+        self._guarded(link, self._flush)
+
+    def _received(self, link: _Link, data: bytes | None) -> None:
+        def feed() -> None:
+            if data is None:
+                self.protocol.receive_eof(link.id, self._loop.time())
+            else:
+                self.protocol.receive_data(link.id, data, self._loop.time())
+            self._flush()
+
+        self._guarded(link, feed)
+
+    def _lost(self, link: _Link) -> None:
+        link.lost = True
+        link.forget_timers()
+        link.queue.clear()
+        link.wake_writers()
+        try:
+            self.protocol.connection_lost(link.id, self._loop.time())
+            self._flush()
+        except Exception:
+            logger.exception("connection %d: internal error", link.id)
+        if link.delivery is None:
+            self._finish(link)
+        # Else the delivery task finishes it once the frames it holds are delivered.
+
+    def _write_failed(self, link: _Link) -> None:
+        logger.info("connection %d: write timed out; aborting", link.id)
+        self._guarded(link, lambda: self._core_lost(link))
+        link.abort()
+
+    def _core_lost(self, link: _Link) -> None:
+        self.protocol.connection_lost(link.id, self._loop.time())
+        self._flush()
+
+    def _guarded(self, link: _Link, step: Callable[[], None]) -> None:
+        """Run one core call and its flush: a bug (ours or a sink's) ends this connection,
+        never the server."""
+        try:
+            step()
+        except Exception:
+            logger.exception("connection %d: internal error; connection dropped", link.id)
+            link.abort()
+
+    # --- input backpressure ------------------------------------------------------------------
+
+    def _offer_frames(self, link: _Link) -> None:
+        if link.delivery is not None:
+            return  # the task delivers in order, this one included
+        frames = link.frames
+        while frames:
+            if not self._sink.offer_frame(frames[0]):
+                break
+            frames.popleft()
+        if frames:
+            link.delivery = self._loop.create_task(self._deliver(link))
+            link.update_reading()
+
+    async def _deliver(self, link: _Link) -> None:
+        try:
+            while link.frames:
+                await self._sink.on_frame(link.frames.popleft())
+        except Exception:
+            logger.exception("connection %d: internal error; connection dropped", link.id)
+            link.frames.clear()
+            link.abort()
+        finally:
+            link.delivery = None
+            if link.lost:
+                self._finish(link)
+            else:
+                link.update_reading()
+
+    # --- ending ------------------------------------------------------------------------------
+
+    def _finish(self, link: _Link) -> None:
+        if self._links.get(link.id) is link:
+            del self._links[link.id]
+        link.done.set()
+        try:
+            self._sink.on_connection_done(link.id)
+        except Exception:
+            logger.exception("event sink failed")
+
+    async def _all_done(self) -> None:
+        while self._links:
+            await next(iter(self._links.values())).done.wait()
+
+    def _abort_all(self) -> None:
+        for link in list(self._links.values()):
+            if link.delivery is not None:
+                link.delivery.cancel()
+            link.abort()
+
+
+async def _bind(
+    loop: asyncio.AbstractEventLoop, host: str | None, port: int
+) -> list[socket.socket]:
+    """Listening sockets for every address of ``host``, all on one port."""
+    infos = await loop.getaddrinfo(
+        host, port, family=socket.AF_UNSPEC, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )
+    sockets: list[socket.socket] = []
+    seen: set[tuple[int, str]] = set()
+    try:
+        for family, kind, proto, _, address in infos:
+            if (family, str(address[0])) in seen:
+                continue
+            seen.add((family, str(address[0])))
+            sock = socket.socket(family, kind, proto)
+            sockets.append(sock)
+            if sys.platform != "win32":
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            if port == 0 and len(sockets) > 1:  # the port the first address got
+                address = (address[0], sockets[0].getsockname()[1], *address[2:])
+            sock.bind(address)
+            sock.setblocking(False)
+    except BaseException:
+        for sock in sockets:
+            sock.close()
+        raise
+    return sockets
+
+
+async def listen_asyncio(
+    protocol: ServerProtocol, sink: ServerEventSink, options: ListenOptions
+) -> AsyncioServerDriver:
+    """Bind and listen with asyncio (``DriverFactory``); ``RuntimeError`` under trio."""
+    driver = AsyncioServerDriver(
+        protocol, sink, high_water=options.high_water, write_timeout=options.write_timeout
+    )
+    await driver.listen(options.host, options.port, ssl_context=options.ssl_context)
+    return driver

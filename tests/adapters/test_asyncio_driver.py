@@ -1,0 +1,132 @@
+"""What only the native asyncio driver has: its refusal of trio, its own binding, TLS through
+``loop.create_server``, and ``wavewire serve --driver asyncio``. The shared behaviour is in
+test_server_transport.py, which runs on every driver."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import socket
+import ssl
+import subprocess
+
+import anyio
+import pytest
+import trustme
+
+from wavewire import ProtobufFrameSerializer, TextFrame, WebsocketServerTransport
+from wavewire.adapters.asyncio_server import _bind
+from wavewire.core.events import Disconnected
+from wavewire.transports.server import DriverName
+
+from .support import LIMIT, echo_server, make_params
+from .test_cli import command, environment, free_port, read_until
+from .wsclient import connect
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["trio"])
+async def test_asyncio_driver_under_trio_is_a_clear_error() -> None:
+    transport = WebsocketServerTransport(make_params(), "127.0.0.1", 0, driver="asyncio")
+    with pytest.raises(RuntimeError, match="only under asyncio"):
+        async with transport:
+            pass
+
+
+def test_unknown_driver_is_refused_at_construction() -> None:
+    with pytest.raises(ValueError, match="unknown driver 'uvloop'"):
+        WebsocketServerTransport(make_params(), driver="uvloop")  # type: ignore[arg-type]
+
+
+def test_every_address_of_a_name_gets_the_same_port() -> None:
+    async def bind() -> list[int]:
+        sockets = await _bind(asyncio.get_running_loop(), "localhost", 0)
+        try:
+            return [sock.getsockname()[1] for sock in sockets]
+        finally:
+            for sock in sockets:
+                sock.close()
+
+    ports = asyncio.run(bind())
+    assert ports and len(set(ports)) == 1
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+@pytest.mark.parametrize("driver", ["anyio", "asyncio"])
+async def test_wss_echo_and_port_on_each_driver(driver: DriverName) -> None:
+    """``ssl_context``: TLS by anyio's ``TLSListener`` or by asyncio's ``create_server``."""
+    from websockets.asyncio.client import connect as ws_connect
+
+    authority = trustme.CA()
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    authority.issue_cert("127.0.0.1").configure_cert(server_context)
+    client_context = ssl.create_default_context()
+    authority.configure_trust(client_context)
+    serializer = ProtobufFrameSerializer()
+    params = make_params(ssl_context=server_context)
+    with anyio.fail_after(LIMIT):
+        async with echo_server(params, driver=driver) as (transport, recorder):
+            uri = f"wss://127.0.0.1:{transport.port}/tls"
+            async with ws_connect(uri, ssl=client_context, compression=None) as ws:
+                message = serializer.serialize(TextFrame(text="secret"))
+                assert message is not None
+                await ws.send(message)
+                reply = serializer.deserialize(await ws.recv())
+                assert isinstance(reply, TextFrame) and reply.text == "secret"
+            await recorder.wait("on_client_disconnected")
+            assert recorder.handles[0].path == "/tls"
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_serve_with_the_asyncio_driver_echoes_then_exits_0_on_sigint() -> None:
+    port = free_port()
+    args = command("--port", str(port), "--driver", "asyncio", "--policy", "multi")
+    with anyio.fail_after(LIMIT * 2):
+        async with await anyio.open_process(args, env=environment()) as process:
+            assert process.stderr is not None
+            await read_until(process.stderr, b"listening on ws://127.0.0.1:%d" % port)
+            async with connect(port) as client:
+                await client.send(TextFrame(text="native?"))
+                reply = await client.next_frame()
+                assert isinstance(reply, TextFrame) and reply.text == "native?"
+                process.send_signal(signal.SIGINT)
+                ended = await client.next(Disconnected)
+                assert ended.code == 1001
+            assert await process.wait() == 0
+            log = await read_until(process.stderr, b"stopped")
+            assert b"Traceback" not in log
+
+
+def test_serve_asyncio_driver_on_trio_is_one_line_and_exit_1() -> None:
+    result = subprocess.run(
+        command("--port", "0", "--driver", "asyncio", "--backend", "trio"),
+        env=environment(),
+        capture_output=True,
+        text=True,
+        timeout=LIMIT * 2,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        "wavewire: --driver asyncio runs only with --backend asyncio"
+    ]
+
+
+def test_port_in_use_is_the_same_one_line_with_the_asyncio_driver() -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = subprocess.run(
+            command("--port", str(port), "--driver", "asyncio"),
+            env=environment(),
+            capture_output=True,
+            text=True,
+            timeout=LIMIT * 2,
+            check=False,
+        )
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert lines == [f"wavewire: cannot listen on 127.0.0.1:{port}: Address already in use"]
