@@ -117,9 +117,8 @@ class SelectorsServer:
             # nothing here needs the core's real-time pacing (ServerConfig.audio_out).
             self.protocol.send_message(connection_id, frame.audio)
         elif isinstance(frame, InputTransportMessageFrame):
-            self.protocol.send_frame(
-                connection_id, OutputTransportMessageFrame(message=frame.message)
-            )
+            reply = OutputTransportMessageFrame(message=frame.message)
+            self.protocol.send_frame(connection_id, reply, time.monotonic())
 
     def write_some(self, connection_id: ConnectionId) -> None:
         sock, buffer = self.sockets[connection_id], self.pending[connection_id]

@@ -67,7 +67,7 @@ class WsClient:
         return (await self.next(FrameReceived)).frame
 
     async def send(self, frame: Frame) -> None:
-        assert self.protocol.send_frame(frame)
+        assert self.protocol.send_frame(frame, anyio.current_time())
         await self.flush()
 
     async def close(self, code: int = 1000) -> Disconnected:

@@ -379,7 +379,7 @@ def test_client_open_timeout() -> None:
     [event] = client.events_received()
     assert isinstance(event, ConnectFailed) and isinstance(event.error, HandshakeTimeout)
     with pytest.raises(InvalidState):
-        client.send_frame(TextFrame(text="x"))
+        client.send_frame(TextFrame(text="x"), T0)
 
 
 def test_client_close_while_connecting_aborts() -> None:
@@ -400,7 +400,7 @@ def test_client_connected_event_and_serializer_skip() -> None:
     from wavewire.core.frames import InputTransportMessageFrame
 
     # The protobuf serializer has no message for an inbound-only frame kind.
-    assert link.client.send_frame(InputTransportMessageFrame(message=1)) is False
+    assert link.client.send_frame(InputTransportMessageFrame(message=1), net.clock.now) is False
 
 
 def test_client_receives_frames_and_survives_a_bad_message() -> None:
@@ -408,12 +408,12 @@ def test_client_receives_frames_and_survives_a_bad_message() -> None:
     link = net.connect()
     assert link.client.connection is not None
     assert link.client.connection.path == "/ws"
-    assert net.server.send_frame(link.connection_id, TextFrame(text="to client"))
+    assert net.server.send_frame(link.connection_id, TextFrame(text="to client"), net.clock.now)
     net.server.send_message(link.connection_id, "text is not protobuf")
     from wavewire.core.frames import InputTransportMessageFrame
 
     skipped = InputTransportMessageFrame(message={"inbound": "kinds are not sent"})
-    assert net.server.send_frame(link.connection_id, skipped) is False
+    assert net.server.send_frame(link.connection_id, skipped, net.clock.now) is False
     net.pump()
     received = [e.frame for e in link.client_events if isinstance(e, FrameReceived)]
     assert [f.text for f in received if isinstance(f, TextFrame)] == ["to client"]

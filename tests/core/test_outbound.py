@@ -82,7 +82,7 @@ def test_interruption_drops_queued_audio_and_reaches_the_client_at_once() -> Non
     net.server.send_frame(link.connection_id, audio(pcm(10)), net.clock.now)
     net.advance(STEP)  # two chunks sent
     assert len(received(link)) == 2
-    net.server.send_frame(link.connection_id, InterruptionFrame())
+    net.server.send_frame(link.connection_id, InterruptionFrame(), net.clock.now)
     net.pump()
     assert [type(f) for f in received(link)] == [InterruptionFrame]
     [event] = [e for e in net.server_events if isinstance(e, AudioInterrupted)]
@@ -95,8 +95,12 @@ def test_messages_keep_their_place_and_urgent_ones_jump_the_queue() -> None:
     net, link = audio_net()
     cid = link.connection_id
     net.server.send_frame(cid, audio(pcm(3)), net.clock.now)
-    net.server.send_frame(cid, OutputTransportMessageFrame(message={"after": "audio"}))
-    net.server.send_frame(cid, OutputTransportMessageUrgentFrame(message={"now": True}))
+    net.server.send_frame(
+        cid, OutputTransportMessageFrame(message={"after": "audio"}), net.clock.now
+    )
+    net.server.send_frame(
+        cid, OutputTransportMessageUrgentFrame(message={"now": True}), net.clock.now
+    )
     net.pump()
     net.advance(2 * STEP)
     kinds = [
@@ -109,7 +113,7 @@ def test_end_frame_drains_audio_then_paced_silence_then_closes() -> None:
     net, link = audio_net(end_silence_secs=0.04)
     cid = link.connection_id
     net.server.send_frame(cid, audio(pcm(2)), net.clock.now)
-    net.server.send_frame(cid, EndFrame())
+    net.server.send_frame(cid, EndFrame(), net.clock.now)
     net.pump()
     start = net.clock.now
     assert len(received(link)) == 1
@@ -129,22 +133,26 @@ def test_cancel_frame_drops_everything_and_closes_now() -> None:
     net, link = audio_net()
     cid = link.connection_id
     net.server.send_frame(cid, audio(pcm(10)), net.clock.now)
-    net.server.send_frame(cid, CancelFrame())
+    net.server.send_frame(cid, CancelFrame(), net.clock.now)
     net.pump()
     frames = received(link)
     assert len(frames) <= 1  # the first chunk may have left before the cancel
     assert any(isinstance(e, Disconnected) for e in link.client_events)
     with pytest.raises(InvalidState):
-        net.server.send_frame(cid, audio(pcm(1)))
+        net.server.send_frame(cid, audio(pcm(1)), net.clock.now)
 
 
 def test_audio_in_another_format_is_refused() -> None:
     net, link = audio_net()
     with pytest.raises(ValueError, match="resample"):
-        net.server.send_frame(link.connection_id, OutputAudioRawFrame(audio=b"", sample_rate=8000))
+        net.server.send_frame(
+            link.connection_id, OutputAudioRawFrame(audio=b"", sample_rate=8000), net.clock.now
+        )
     with pytest.raises(ValueError, match="channel"):
         net.server.send_frame(
-            link.connection_id, OutputAudioRawFrame(audio=b"", sample_rate=RATE, num_channels=2)
+            link.connection_id,
+            OutputAudioRawFrame(audio=b"", sample_rate=RATE, num_channels=2),
+            net.clock.now,
         )
 
 
@@ -154,10 +162,10 @@ def test_a_full_audio_queue_refuses_until_it_drains() -> None:
     net.server.send_frame(cid, audio(pcm(6)), net.clock.now)  # 120 ms queued (one went out)
     assert not net.server.audio_writable(cid)
     with pytest.raises(AudioBufferFull):
-        net.server.send_frame(cid, audio(pcm(1)))
+        net.server.send_frame(cid, audio(pcm(1)), net.clock.now)
     net.advance(2 * STEP)
     assert net.server.audio_writable(cid)
-    net.server.send_frame(cid, audio(pcm(1)))
+    net.server.send_frame(cid, audio(pcm(1)), net.clock.now)
 
 
 def test_closing_session_sends_no_more_audio() -> None:
@@ -196,15 +204,15 @@ def test_without_audio_out_everything_goes_at_once() -> None:
     net = Network(ServerConfig(ping_interval=None))
     link = net.connect()
     cid = link.connection_id
-    assert net.server.send_frame(cid, audio(pcm(3.5)))
-    assert net.server.send_frame(cid, TTSStoppedFrame())
+    assert net.server.send_frame(cid, audio(pcm(3.5)), net.clock.now)
+    assert net.server.send_frame(cid, TTSStoppedFrame(), net.clock.now)
     net.pump()
     [frame] = received(link)
     assert isinstance(frame, InputAudioRawFrame)
     assert len(frame.audio) == len(pcm(3.5))
     assert net.server.audio_writable(cid)
     assert net.server.next_deadline() is None
-    net.server.send_frame(cid, EndFrame())
+    net.server.send_frame(cid, EndFrame(), net.clock.now)
     net.pump()
     assert any(isinstance(e, Disconnected) for e in link.client_events)
 
@@ -221,10 +229,10 @@ def test_client_paces_audio_and_reports_interruptions() -> None:
     net.advance(STEP)
     got = [e for e in net.server_events if isinstance(e, FrameReceived)]
     assert len(got) == 2
-    link.client.send_frame(InterruptionFrame())
+    link.client.send_frame(InterruptionFrame(), net.clock.now)
     [event] = [e for e in link.client.events_received() if isinstance(e, AudioInterrupted)]
     assert event.dropped_ms == pytest.approx(60)
-    link.client.send_frame(EndFrame())
+    link.client.send_frame(EndFrame(), net.clock.now)
     net.advance(5.0)
     assert any(isinstance(e, Disconnected) and e.code == 1000 for e in link.client_events)
     assert link.client.next_deadline() is None
@@ -233,7 +241,7 @@ def test_client_paces_audio_and_reports_interruptions() -> None:
 def test_client_cancel_closes_at_once() -> None:
     net = Network(ServerConfig(ping_interval=None))
     link = net.connect(config=ClientConfig(ping_interval=None))
-    link.client.send_frame(CancelFrame())
+    link.client.send_frame(CancelFrame(), net.clock.now)
     net.pump()
     assert any(isinstance(e, Disconnected) for e in link.client_events)
 
@@ -260,7 +268,7 @@ def test_a_serializer_without_audio_skips_the_chunks() -> None:
     link = net.connect(config=ClientConfig(ping_interval=None))
     cid = link.connection_id
     net.server.send_frame(cid, audio(pcm(2)), net.clock.now)
-    net.server.send_frame(cid, OutputTransportMessageFrame(message="after"))
+    net.server.send_frame(cid, OutputTransportMessageFrame(message="after"), net.clock.now)
     net.advance(STEP)
     transmits = [t for t in link.server_wrote if t[:1] in (b"\x81", b"\x82")]
     assert transmits == [b"\x81\x05after"]

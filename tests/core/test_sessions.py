@@ -32,7 +32,7 @@ def kinds(events: list[ServerEvent]) -> list[tuple[str, int]]:
 
 
 def send_text(net: Network, link: Link, text: str) -> None:
-    link.client.send_frame(TextFrame(text=text))
+    link.client.send_frame(TextFrame(text=text), net.clock.now)
     net.pump()
 
 
@@ -72,7 +72,7 @@ def test_replaced_client_frames_never_reach_the_application() -> None:
     b = net.connect()
     # The old connection is closing: its sends are refused at its own core...
     with pytest.raises(InvalidState):
-        a.client.send_frame(TextFrame(text="late"))
+        a.client.send_frame(TextFrame(text="late"), net.clock.now)
     send_text(net, b, "from b")
     assert texts_from(net, a.connection_id) == []
     assert texts_from(net, b.connection_id) == ["from b"]
@@ -81,7 +81,7 @@ def test_replaced_client_frames_never_reach_the_application() -> None:
 def test_replacement_drops_old_unsent_output_and_sends_close_frame() -> None:
     net = Network()
     a = net.connect()
-    net.server.send_frame(a.connection_id, TextFrame(text="stale audio"))
+    net.server.send_frame(a.connection_id, TextFrame(text="stale audio"), net.clock.now)
     # Before the adapter collected the old client's output, a newcomer's handshake arrives.
     b = net.connect(pump=False)
     net.client_to_server(b)
@@ -262,7 +262,7 @@ def test_commands_on_unknown_or_gone_connections() -> None:
     net = Network()
     a = net.connect()
     with pytest.raises(InvalidState):
-        net.server.send_frame(a.connection_id + 100, TextFrame(text="x"))  # type: ignore[arg-type]
+        net.server.send_frame(a.connection_id + 100, TextFrame(text="x"), net.clock.now)  # type: ignore[arg-type]
     with pytest.raises(InvalidState):
         net.server.receive_data(a.connection_id + 100, b"x", net.clock.now)  # type: ignore[arg-type]
     a.client.close(net.clock.now)
@@ -286,12 +286,10 @@ def test_frames_of_a_rejected_newcomer_are_dropped() -> None:
     net.server.data_to_send()
     b.client.receive_data(
         b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-        b"Sec-WebSocket-Accept: "
-        + _accept_for(b)
-        + b"\r\n\r\n",
+        b"Sec-WebSocket-Accept: " + _accept_for(b) + b"\r\n\r\n",
         net.clock.now,
     )
-    b.client.send_frame(TextFrame(text="sneaky"))
+    b.client.send_frame(TextFrame(text="sneaky"), net.clock.now)
     net.client_to_server(b)
     assert texts_from(net, b.connection_id) == []
     assert not any(

@@ -11,7 +11,7 @@ def test_client_and_server_exchange_a_frame() -> None:
     link = net.connect()
     assert [type(e) for e in net.server_events] == [ClientConnected]
     assert [type(e) for e in link.client_events] == [Connected]
-    link.client.send_frame(TextFrame(text="hello"))
+    link.client.send_frame(TextFrame(text="hello"), net.clock.now)
     net.pump()
     received = [e for e in net.server_events if isinstance(e, FrameReceived)]
     assert len(received) == 1

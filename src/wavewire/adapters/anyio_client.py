@@ -186,7 +186,7 @@ class AnyioClientDriver:
     def send_frame(self, frame: Frame) -> bool:
         """Queue ``frame``; ``ConnectionClosed`` once the connection is closing or closed."""
         try:
-            sent = self.protocol.send_frame(frame)
+            sent = self.protocol.send_frame(frame, anyio.current_time())
         except InvalidState as exc:
             raise ConnectionClosed(str(exc)) from None
         self._flush()

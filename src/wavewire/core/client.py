@@ -57,7 +57,6 @@ class ClientProtocol:
         )
         self._events: list[ClientEvent] = []
         self._outbound = Outbound(self.config.serializer, self.config.audio_out)
-        self._now = now
         self._info: ConnectionInfo | None = None
         self._dropped = 0
 
@@ -65,22 +64,18 @@ class ClientProtocol:
 
     def receive_data(self, data: bytes, now: float) -> None:
         """Bytes read from the socket. Never raises for anything the server sent."""
-        self._now = now
         self._connection.receive_data(data, now)
         self._settle()
 
     def receive_eof(self, now: float) -> None:
-        self._now = now
         self._connection.receive_eof(now)
         self._settle()
 
     def connection_lost(self, now: float) -> None:
-        self._now = now
         self._connection.connection_lost(now)
         self._settle()
 
     def handle_timer(self, now: float) -> None:
-        self._now = now
         deadline = self._outbound_deadline()
         if deadline is not None and now >= deadline:
             self._write(self._outbound.take_due(now), now)
@@ -91,18 +86,15 @@ class ClientProtocol:
 
     # --- commands ----------------------------------------------------------------------------
 
-    def send_frame(self, frame: Frame, now: float | None = None) -> bool:
+    def send_frame(self, frame: Frame, now: float) -> bool:
         """Send ``frame``, through audio pacing if ``audio_out`` is set (``core/outbound.py``).
 
-        False if the serializer has no message for this frame kind. ``now`` defaults to the
-        latest time the core was given; pass it when sending audio. ``InvalidState`` unless
+        False if the serializer has no message for this frame kind. ``InvalidState`` unless
         connected; ``ValueError`` for audio in another format than the output's;
         ``AudioBufferFull`` while the audio queue is full (wait for ``audio_writable``).
         """
         if self._connection.state is not State.OPEN:
             raise InvalidState(f"cannot send on a connection that is {self.state.value}")
-        now = self._now if now is None else now
-        self._now = now
         messages, taken = self._outbound.send(frame, now)
         interrupted = self._outbound.last_interrupt_ms
         if interrupted is not None:
@@ -122,7 +114,6 @@ class ClientProtocol:
 
     def close(self, now: float, code: int = 1000, reason: str = "") -> None:
         """Start the close handshake (abort, if still connecting). Idempotent."""
-        self._now = now
         self._connection.close(code, reason, now)
         self._settle()
 

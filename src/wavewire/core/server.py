@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import heapq
 import itertools
-import math
 from dataclasses import dataclass
 
 from .config import ServerConfig
@@ -92,8 +91,6 @@ class ServerProtocol:
         self._timers: list[tuple[float, int, ConnectionId]] = []
         self._scheduled: dict[ConnectionId, float] = {}
         self._tiebreak = itertools.count()
-        #: The latest ``now`` any call gave, for sends that do not pass one.
-        self._now = -math.inf
 
     # --- connection inputs -------------------------------------------------------------------
 
@@ -132,7 +129,6 @@ class ServerProtocol:
 
     def handle_timer(self, now: float) -> None:
         """Fire every deadline at or before ``now``; harmless to call early or often."""
-        self._now = now
         while (deadline := self.next_deadline()) is not None and now >= deadline:
             _, _, connection_id = heapq.heappop(self._timers)
             del self._scheduled[connection_id]
@@ -140,20 +136,15 @@ class ServerProtocol:
 
     # --- application commands ----------------------------------------------------------------
 
-    def send_frame(
-        self, connection_id: ConnectionId, frame: Frame, now: float | None = None
-    ) -> bool:
+    def send_frame(self, connection_id: ConnectionId, frame: Frame, now: float) -> bool:
         """Send ``frame`` to the session, through its audio pacing if ``audio_out`` is set.
 
-        Returns False if the serializer has no message for this frame kind. ``now`` defaults
-        to the latest time the core was given; pass it when sending audio. Raises
+        Returns False if the serializer has no message for this frame kind. Raises
         ``InvalidState`` if the connection is not an open session, ``ValueError`` for audio the
         output cannot take, ``AudioBufferFull`` when the session's audio queue is full (wait
         for ``audio_writable``). See ``core/outbound.py`` for each frame kind.
         """
         connection = self._open_session(connection_id)
-        now = self._now if now is None else now
-        self._now = now
         session = self._sessions[connection_id]
         messages, taken = session.outbound.send(frame, now)
         interrupted = session.outbound.last_interrupt_ms
@@ -258,7 +249,6 @@ class ServerProtocol:
 
     def _settle(self, connection: Connection, now: float) -> None:
         """Apply a connection's low-level events now, inside the call that caused them."""
-        self._now = now
         self._touched[connection.id] = None
         for event in connection.take_events():
             self._on_event(connection, event, now)
