@@ -16,7 +16,7 @@ from wavewire.core.events import (
     ServerEvent,
     SessionTimeout,
 )
-from wavewire.core.frames import TextFrame
+from wavewire.core.frames import Frame, TextFrame
 from wavewire.core.server import REJECTED_CODE, REPLACED_REASON
 
 from .pair import Link, Network
@@ -306,3 +306,41 @@ def _accept_for(link: Link) -> bytes:
     key = base64.b64encode(bytes(range(16)))
     digest = hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest()
     return base64.b64encode(digest)
+
+
+class _Numbering:
+    """A stateful serializer: numbers the messages it sends, per session."""
+
+    def __init__(self) -> None:
+        self.sent = 0
+
+    def for_session(self) -> _Numbering:
+        return _Numbering()
+
+    def serialize(self, frame: Frame) -> bytes | str | None:
+        self.sent += 1
+        return str(self.sent)
+
+    def deserialize(self, data: bytes | str) -> Frame | None:
+        return TextFrame(text=str(data))
+
+
+def test_stateful_serializers_get_one_instance_per_session() -> None:
+    net = Network(ServerConfig(client_policy="multi", serializer=_Numbering()))
+    a, b = net.connect(), net.connect()
+    for link in (a, a, b):
+        net.server.send_frame(link.connection_id, TextFrame(text="x"), net.clock.now)
+    net.pump()
+    # Each session numbers from 1: a's instance is not b's.
+    assert a.server_wrote[-1] == b"\x81\x011\x81\x012"
+    assert b.server_wrote[-1] == b"\x81\x011"
+
+
+def test_for_session_must_return_a_serializer() -> None:
+    class Broken(_Numbering):
+        def for_session(self) -> _Numbering:
+            return object()  # type: ignore[return-value]
+
+    net = Network(ServerConfig(serializer=Broken()))
+    with pytest.raises(TypeError, match="for_session"):
+        net.connect()

@@ -34,6 +34,7 @@ from .framing import MaskSource
 from .handshake import ClientHandshake, HandshakeAccepted, WebSocketURI, parse_uri
 from .inbound import deserialize_message
 from .outbound import Outbound
+from .serializers.base import session_serializer
 
 __all__ = ["ClientProtocol"]
 
@@ -56,7 +57,7 @@ class ClientProtocol:
             ConnectionId(1), self.config, handshake, now, mask_source=random_bytes
         )
         self._events: list[ClientEvent] = []
-        self._outbound = Outbound(self.config.serializer, self.config.audio_out)
+        self._outbound = Outbound(session_serializer(self.config.serializer), self.config.audio_out)
         self._info: ConnectionInfo | None = None
         self._dropped = 0
 
@@ -192,7 +193,8 @@ class ClientProtocol:
 
     def _deliver(self, data: bytes | str) -> None:
         assert self._info is not None
-        event = deserialize_message(self.config.serializer, self._info, data, self._dropped)
+        serializer = self._outbound.serializer
+        event = deserialize_message(serializer, self._info, data, self._dropped)
         if isinstance(event, MessageDropped):
             self._dropped = event.dropped_total
         if event is not None:

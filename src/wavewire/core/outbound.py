@@ -52,7 +52,8 @@ class Outbound:
     """See the module docstring."""
 
     def __init__(self, serializer: FrameSerializer, audio_out: AudioOutConfig | None) -> None:
-        self._serializer = serializer
+        #: This session's serializer (``session_serializer``): inbound messages use it too.
+        self.serializer = serializer
         self._config = audio_out
         self._audio: AudioOutput[Wire] | None = None
         if audio_out is not None:
@@ -98,7 +99,7 @@ class Outbound:
                 return [], True
             audio.end(now)
             return self.take_due(now), True
-        data = self._serializer.serialize(frame)
+        data = self.serializer.serialize(frame)
         if isinstance(frame, InterruptionFrame) and audio is not None:
             self.last_interrupt_ms = audio.interrupt()
             # The interruption goes first: the client must stop playing before anything else.
@@ -120,7 +121,7 @@ class Outbound:
                 chunk = OutputAudioRawFrame(
                     audio=item.data, sample_rate=audio.sample_rate, num_channels=audio.num_channels
                 )
-                data = self._serializer.serialize(chunk)
+                data = self.serializer.serialize(chunk)
                 if data is not None:  # a serializer without audio (text only) sends none
                     out.append(data)
             else:

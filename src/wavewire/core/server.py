@@ -56,6 +56,7 @@ from .frames import Frame
 from .handshake import ServerHandshake, Upgraded
 from .inbound import deserialize_message
 from .outbound import Outbound
+from .serializers.base import session_serializer
 
 __all__ = ["ServerProtocol"]
 
@@ -354,7 +355,7 @@ class ServerProtocol:
                 self._detach(old_id, old, now)
         timeout = self.config.session_timeout
         # The session timer starts at adoption, for every session (Pipecat arms it once, ever).
-        outbound = Outbound(self.config.serializer, self.config.audio_out)
+        outbound = Outbound(session_serializer(self.config.serializer), self.config.audio_out)
         self._sessions[connection.id] = _Session(
             info, None if timeout is None else now + timeout, outbound
         )
@@ -375,7 +376,8 @@ class ServerProtocol:
         self._settle(old, now)
 
     def _deliver(self, session: _Session, data: bytes | str) -> None:
-        event = deserialize_message(self.config.serializer, session.info, data, session.dropped)
+        serializer = session.outbound.serializer
+        event = deserialize_message(serializer, session.info, data, session.dropped)
         if isinstance(event, MessageDropped):
             session.dropped = event.dropped_total
         if event is not None:

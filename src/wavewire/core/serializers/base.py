@@ -8,6 +8,12 @@ passed in as ``bytes`` and text messages as ``str``.
 Serializers run inside the sans-IO core, so they must be pure and synchronous: no I/O, no
 clock, no randomness, no threads (no ``asyncio``/``anyio``/``trio``/``socket``/``time``/
 ``random``/``secrets``/``threading``). The same input must always give the same output.
+
+A serializer that keeps state across messages (a telephony stream id learned from a ``start``
+event, a resampler's history) also implements ``for_session() -> FrameSerializer``: the core
+calls it once per session (each adopted client; the client's one connection) and uses the
+instance it returns for that session only, so no state leaks between calls. A stateless
+serializer does not need it: the configured instance is shared.
 """
 
 from __future__ import annotations
@@ -17,7 +23,13 @@ from typing import Any, Protocol, runtime_checkable
 
 from wavewire.core.frames import Frame
 
-__all__ = ["FrameSerializer", "SerializationError", "dumps_message", "loads_message"]
+__all__ = [
+    "FrameSerializer",
+    "SerializationError",
+    "dumps_message",
+    "loads_message",
+    "session_serializer",
+]
 
 
 class SerializationError(ValueError):
@@ -50,6 +62,17 @@ class FrameSerializer(Protocol):
         malformed.
         """
         ...
+
+
+def session_serializer(serializer: FrameSerializer) -> FrameSerializer:
+    """The instance to use for one new session: ``serializer.for_session()`` if it has one."""
+    for_session = getattr(serializer, "for_session", None)
+    if for_session is None:
+        return serializer
+    instance = for_session()
+    if not isinstance(instance, FrameSerializer):
+        raise TypeError(f"{type(serializer).__name__}.for_session() returned {instance!r}")
+    return instance
 
 
 def dumps_message(message: Any) -> str:
