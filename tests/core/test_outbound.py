@@ -9,6 +9,7 @@ from wavewire.core.audio import AudioBufferFull
 from wavewire.core.config import AudioOutConfig, ClientConfig, ServerConfig
 from wavewire.core.errors import InvalidState
 from wavewire.core.events import (
+    AudioChunkDropped,
     AudioInterrupted,
     ClientDisconnected,
     DisconnectCause,
@@ -272,3 +273,38 @@ def test_a_serializer_without_audio_skips_the_chunks() -> None:
     net.advance(STEP)
     transmits = [t for t in link.server_wrote if t[:1] in (b"\x81", b"\x82")]
     assert transmits == [b"\x81\x05after"]
+
+
+class _FailsOnSecondChunk:
+    """Sends audio as raw bytes, but fails on the second chunk (a stream id not yet known...)."""
+
+    def __init__(self) -> None:
+        self.chunks = 0
+
+    def serialize(self, frame: Frame) -> bytes | str | None:
+        if isinstance(frame, OutputAudioRawFrame):
+            self.chunks += 1
+            if self.chunks == 2:
+                raise ValueError("no stream id yet")
+            return frame.audio
+        return None
+
+    def deserialize(self, data: bytes | str) -> Frame | None:
+        return None
+
+
+def test_a_paced_chunk_the_serializer_fails_on_is_dropped_and_reported() -> None:
+    config = ServerConfig(
+        ping_interval=None,
+        serializer=_FailsOnSecondChunk(),
+        audio_out=AudioOutConfig(sample_rate=RATE, chunks_10ms=2),
+    )
+    net = Network(config)
+    link = net.connect(config=ClientConfig(ping_interval=None))
+    net.server.send_frame(link.connection_id, audio(pcm(3)), net.clock.now)
+    net.advance(2 * STEP)  # chunk 2 fails inside handle_timer: nothing may escape
+    [dropped] = [e for e in net.server_events if isinstance(e, AudioChunkDropped)]
+    assert (dropped.detail, dropped.dropped_total) == ("ValueError: no stream id yet", 1)
+    binary = [w for w in link.server_wrote if w[:1] == b"\x82"]
+    assert len(binary) == 2  # chunks 1 and 3
+    assert net.server.clients != ()

@@ -94,6 +94,12 @@ def test_package_exports() -> None:
         "ProtobufFrameSerializer",
         "RawFrameSerializer",
         "SerializationError",
+        # Telephony (tests/core/test_telephony_serializers.py).
+        "ExotelFrameSerializer",
+        "PlivoFrameSerializer",
+        "TelnyxFrameSerializer",
+        "TwilioFrameSerializer",
+        "VonageFrameSerializer",
     }
 
 

@@ -20,7 +20,6 @@ from .connection import (
 )
 from .errors import HandshakeError, InvalidState
 from .events import (
-    AudioInterrupted,
     ClientEvent,
     Connected,
     ConnectFailed,
@@ -97,10 +96,6 @@ class ClientProtocol:
         if self._connection.state is not State.OPEN:
             raise InvalidState(f"cannot send on a connection that is {self.state.value}")
         messages, taken = self._outbound.send(frame, now)
-        interrupted = self._outbound.last_interrupt_ms
-        if interrupted is not None:
-            assert self._info is not None
-            self._events.append(AudioInterrupted(connection=self._info, dropped_ms=interrupted))
         self._write(messages, now)
         return taken
 
@@ -154,6 +149,8 @@ class ClientProtocol:
         return self._outbound.next_deadline()
 
     def _write(self, messages: list[bytes | str], now: float) -> None:
+        assert self._info is not None  # only an open connection sends
+        self._events += self._outbound.take_events(self._info)
         for data in messages:
             self._connection.send_message(data)
         if self._outbound.finished and self._connection.state is State.OPEN:

@@ -21,6 +21,7 @@ from .errors import HandshakeError
 from .frames import Frame
 
 __all__ = [
+    "AudioChunkDropped",
     "AudioInterrupted",
     "ClientConnected",
     "ClientDisconnected",
@@ -117,6 +118,16 @@ class AudioInterrupted:
     dropped_ms: float
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AudioChunkDropped:
+    """The serializer failed on a paced audio chunk when its time came; it was not sent."""
+
+    connection: ConnectionInfo
+    detail: str
+    #: Chunks dropped on this connection so far, this one included.
+    dropped_total: int
+
+
 # --- server events ------------------------------------------------------------------------------
 
 
@@ -168,7 +179,8 @@ class HandshakeFailed:
 
 
 ServerEvent = (
-    AudioInterrupted
+    AudioChunkDropped
+    | AudioInterrupted
     | ClientConnected
     | ClientDisconnected
     | SessionTimeout
@@ -206,5 +218,11 @@ class Disconnected:
 
 
 ClientEvent = (
-    AudioInterrupted | Connected | ConnectFailed | Disconnected | FrameReceived | MessageDropped
+    AudioChunkDropped
+    | AudioInterrupted
+    | Connected
+    | ConnectFailed
+    | Disconnected
+    | FrameReceived
+    | MessageDropped
 )

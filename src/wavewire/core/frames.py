@@ -17,6 +17,7 @@ __all__ = [
     "EndFrame",
     "Frame",
     "InputAudioRawFrame",
+    "InputDTMFFrame",
     "InputTransportMessageFrame",
     "InterruptionFrame",
     "OutputAudioRawFrame",
@@ -135,3 +136,23 @@ class EndFrame(Frame):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CancelFrame(Frame):
     """Immediate end of the session: drop output and close."""
+
+
+#: The keys of a telephone keypad, as DTMF carries them (A-D: the fourth column, rarely seen).
+DTMF_BUTTONS = frozenset("0123456789*#ABCD")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InputDTMFFrame(Frame):
+    """A keypad key the caller pressed (a DTMF tone), as Pipecat's ``InputDTMFFrame``.
+
+    ``button`` is one of :data:`DTMF_BUTTONS` (Pipecat's ``KeypadEntry`` values, plus A-D);
+    anything else is ``ValueError``.
+    """
+
+    button: str
+
+    def __post_init__(self) -> None:
+        Frame.__post_init__(self)
+        if self.button not in DTMF_BUTTONS:
+            raise ValueError(f"not a DTMF key: {self.button!r}")

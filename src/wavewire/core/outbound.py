@@ -14,6 +14,8 @@ frame                                  handling
 ``InterruptionFrame``                  every queued and held chunk dropped at once, then the
                                        serializer's interruption message sent (``AudioInterrupted``
                                        reports the milliseconds dropped)
+(a paced chunk the serializer fails on) dropped, reported as ``AudioChunkDropped``: it is sent
+                                       by a timer, with no caller to raise to
 ``EndFrame``                           queued audio drained at real-time pace, then the end silence
                                        as paced chunks, then ``finished`` (close with 1000)
 ``CancelFrame``                        everything dropped, ``finished`` at once (close now)
@@ -31,6 +33,7 @@ from __future__ import annotations
 
 from .audio import AudioChunk, AudioOutput
 from .config import AudioOutConfig
+from .events import AudioChunkDropped, AudioInterrupted, ConnectionInfo
 from .frames import (
     AudioRawFrame,
     CancelFrame,
@@ -68,8 +71,11 @@ class Outbound:
             )
         self._finished = False
         self._cancelled = False
-        #: Milliseconds of audio the last ``InterruptionFrame`` dropped, for the owner's event.
-        self.last_interrupt_ms: float | None = None
+        # What happened since the owner last asked (take_events): interruptions (ms dropped) and
+        # paced chunks the serializer failed on (its message).
+        self._interrupted: list[float] = []
+        self._send_errors: list[str] = []
+        self._dropped_chunks = 0
 
     def send(self, frame: Frame, now: float) -> tuple[list[Wire], bool]:
         """Accept ``frame``: the messages to write now, and whether the serializer took it.
@@ -78,7 +84,6 @@ class Outbound:
         ``AudioBufferFull`` when ``max_queued_seconds`` of audio wait (retry once ``writable``).
         """
         audio = self._audio
-        self.last_interrupt_ms = None
         if isinstance(frame, AudioRawFrame) and audio is not None:
             self._check_format(frame)
             audio.write_audio(frame.audio, now)
@@ -101,7 +106,7 @@ class Outbound:
             return self.take_due(now), True
         data = self.serializer.serialize(frame)
         if isinstance(frame, InterruptionFrame) and audio is not None:
-            self.last_interrupt_ms = audio.interrupt()
+            self._interrupted.append(audio.interrupt())
             # The interruption goes first: the client must stop playing before anything else.
             return [*([] if data is None else [data]), *self.take_due(now)], data is not None
         if data is None:
@@ -121,12 +126,33 @@ class Outbound:
                 chunk = OutputAudioRawFrame(
                     audio=item.data, sample_rate=audio.sample_rate, num_channels=audio.num_channels
                 )
-                data = self.serializer.serialize(chunk)
+                try:
+                    data = self.serializer.serialize(chunk)
+                except Exception as exc:
+                    # A timer sends this chunk: nobody called us to raise to. Drop it, report it.
+                    self._send_errors.append(f"{type(exc).__name__}: {exc}")
+                    continue
                 if data is not None:  # a serializer without audio (text only) sends none
                     out.append(data)
             else:
                 out.append(item.item)
         return out
+
+    def take_events(self, connection: ConnectionInfo) -> list[AudioInterrupted | AudioChunkDropped]:
+        """Events for what happened since the last call, for the owner to emit."""
+        events: list[AudioInterrupted | AudioChunkDropped] = [
+            AudioInterrupted(connection=connection, dropped_ms=ms) for ms in self._interrupted
+        ]
+        for detail in self._send_errors:
+            self._dropped_chunks += 1
+            events.append(
+                AudioChunkDropped(
+                    connection=connection, detail=detail, dropped_total=self._dropped_chunks
+                )
+            )
+        self._interrupted.clear()
+        self._send_errors.clear()
+        return events
 
     def next_deadline(self) -> float | None:
         return None if self._audio is None or self._finished else self._audio.next_deadline()

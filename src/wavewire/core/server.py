@@ -40,7 +40,6 @@ from .connection import (
 )
 from .errors import InvalidState
 from .events import (
-    AudioInterrupted,
     ClientConnected,
     ClientDisconnected,
     ClientRejected,
@@ -148,9 +147,6 @@ class ServerProtocol:
         connection = self._open_session(connection_id)
         session = self._sessions[connection_id]
         messages, taken = session.outbound.send(frame, now)
-        interrupted = session.outbound.last_interrupt_ms
-        if interrupted is not None:
-            self._events.append(AudioInterrupted(connection=session.info, dropped_ms=interrupted))
         self._write(session, connection, messages, now)
         return taken
 
@@ -298,6 +294,7 @@ class ServerProtocol:
         self, session: _Session, connection: Connection, messages: list[bytes | str], now: float
     ) -> None:
         """Queue a session's outbound messages; close it once its output has finished."""
+        self._events += session.outbound.take_events(session.info)
         for data in messages:
             connection.send_message(data)
         if session.outbound.finished and connection.state is State.OPEN:

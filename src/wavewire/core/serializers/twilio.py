@@ -1,0 +1,107 @@
+"""Twilio Media Streams (bidirectional, ``<Connect><Stream>``), as Pipecat's
+``TwilioFrameSerializer``. Needs ``pip install "wavewire[telephony]"``.
+
+Every message is JSON text; audio is base64 G.711 mu-law at 8 kHz, mono. Received:
+
+- ``{"event": "connected", "protocol": "Call", "version": "1.0.0"}``, then
+  ``{"event": "start", "streamSid": "MZ...", "start": {"streamSid": "MZ...", "callSid":
+  "CA...", "accountSid": ..., "customParameters": {...}, "mediaFormat": {...}}, ...}``: the
+  stream and call sids are kept; both become :class:`InputTransportMessageFrame`.
+- ``{"event": "media", "streamSid": ..., "media": {"track": "inbound", "payload": "<base64>",
+  ...}}``: :class:`InputAudioRawFrame` at ``sample_rate``.
+- ``{"event": "dtmf", "dtmf": {"track": "inbound_track", "digit": "1"}, ...}``:
+  :class:`InputDTMFFrame`.
+- ``mark`` (a mark the application sent has played), ``stop`` and anything else:
+  :class:`InputTransportMessageFrame`.
+
+Sent: ``{"event": "media", "streamSid": ..., "media": {"payload": "<base64>"}}`` for audio,
+``{"event": "clear", "streamSid": ...}`` for :class:`InterruptionFrame`, and an
+:class:`OutputTransportMessageFrame`'s JSON as is (a ``mark``: ``{"event": "mark",
+"streamSid": ..., "mark": {"name": ...}}``). Media and clear need the stream sid: configured,
+or learned from ``start`` (Twilio sends it first); before that they raise
+:class:`SerializationError`. Twilio cannot send DTMF into the call over the stream.
+
+Pipecat's serializer can also hang the call up through Twilio's REST API when the pipeline
+ends; that is I/O, which the core does not do: the application calls the REST API itself.
+
+Stateful: the core uses ``for_session()`` (see :mod:`._telephony`).
+"""
+
+from __future__ import annotations
+
+import json
+
+from wavewire.core.frames import Frame
+from wavewire.core.serializers._telephony import (
+    TelephonySerializer,
+    decode_payload,
+    dtmf_frame,
+    encode_payload,
+    event_message,
+    get_object,
+    get_optional_str,
+    get_str,
+    load_event,
+)
+
+__all__ = ["TwilioFrameSerializer"]
+
+
+class TwilioFrameSerializer(TelephonySerializer):
+    """Twilio Media Streams (see the module docstring)."""
+
+    provider = "Twilio"
+
+    def __init__(
+        self,
+        stream_sid: str | None = None,
+        call_sid: str | None = None,
+        *,
+        twilio_sample_rate: int = 8000,
+        sample_rate: int = 16000,
+    ) -> None:
+        super().__init__(
+            inbound_encoding="PCMU",
+            outbound_encoding="PCMU",
+            provider_sample_rate=twilio_sample_rate,
+            sample_rate=sample_rate,
+            stream_id=stream_sid,
+            call_id=call_sid,
+            config={
+                "stream_sid": stream_sid,
+                "call_sid": call_sid,
+                "twilio_sample_rate": twilio_sample_rate,
+                "sample_rate": sample_rate,
+            },
+        )
+
+    def _check_can_send_media(self) -> None:
+        self.require_stream_id("media")
+
+    def _media_message(self, audio: bytes) -> str:
+        return json.dumps(
+            {
+                "event": "media",
+                "streamSid": self.require_stream_id("media"),
+                "media": {"payload": encode_payload(audio)},
+            }
+        )
+
+    def _clear_message(self) -> str:
+        return json.dumps({"event": "clear", "streamSid": self.require_stream_id("clear")})
+
+    def deserialize(self, data: bytes | str) -> Frame | None:
+        """Decode a Twilio event (see the module docstring)."""
+        message = load_event(data)
+        event = get_str(message, "event")
+        if event == "media":
+            return self.audio_frame(decode_payload(get_object(message, "media")))
+        if event == "dtmf":
+            return dtmf_frame(get_str(get_object(message, "dtmf"), "digit"))
+        if event == "start":
+            start = get_object(message, "start")
+            stream_sid = get_optional_str(start, "streamSid")
+            if stream_sid is None:
+                stream_sid = get_optional_str(message, "streamSid")
+            self.learn_ids(stream_sid, get_optional_str(start, "callSid"))
+        return event_message(message)
