@@ -308,3 +308,20 @@ def test_a_paced_chunk_the_serializer_fails_on_is_dropped_and_reported() -> None
     binary = [w for w in link.server_wrote if w[:1] == b"\x82"]
     assert len(binary) == 2  # chunks 1 and 3
     assert net.server.clients != ()
+
+
+def test_audio_stats_are_exposed_per_session_and_on_the_client() -> None:
+    net, link = audio_net()
+    net.server.send_frame(link.connection_id, audio(pcm(2)), net.clock.now)
+    net.advance(STEP)
+    stats = net.server.audio_stats(link.connection_id)
+    assert stats is not None
+    assert (stats.chunks_sent, stats.bytes_sent) == (2, 2 * CHUNK)
+    assert link.client.audio_stats is None  # the client has no audio_out here
+    plain = Network(ServerConfig(ping_interval=None))
+    other = plain.connect()
+    assert plain.server.audio_stats(other.connection_id) is None
+    other.client.close(plain.clock.now)
+    plain.pump()
+    with pytest.raises(InvalidState):
+        plain.server.audio_stats(other.connection_id)

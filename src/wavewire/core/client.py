@@ -8,6 +8,7 @@ never reads one itself), then send ``data_to_send()`` on a fresh TCP connection 
 
 from __future__ import annotations
 
+from .audio import AudioStats
 from .config import ClientConfig
 from .connection import (
     Connection,
@@ -98,6 +99,11 @@ class ClientProtocol:
         messages, taken = self._outbound.send(frame, now)
         self._write(messages, now)
         return taken
+
+    @property
+    def audio_stats(self) -> AudioStats | None:
+        """The output audio counters (underruns, stalls, drops), or None without ``audio_out``."""
+        return self._outbound.stats
 
     @property
     def audio_writable(self) -> bool:

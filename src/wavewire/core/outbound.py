@@ -31,7 +31,7 @@ the transport's job (``audio_out_enabled``).
 
 from __future__ import annotations
 
-from .audio import AudioChunk, AudioOutput
+from .audio import AudioChunk, AudioOutput, AudioStats
 from .config import AudioOutConfig
 from .events import AudioChunkDropped, AudioInterrupted, ConnectionInfo
 from .frames import (
@@ -161,6 +161,11 @@ class Outbound:
     def finished(self) -> bool:
         """``EndFrame`` drained, or ``CancelFrame``: the owner closes the connection."""
         return self._finished or (self._audio is not None and self._audio.finished)
+
+    @property
+    def stats(self) -> AudioStats | None:
+        """The audio scheduler's counters, or None without ``audio_out``."""
+        return None if self._audio is None else self._audio.stats
 
     @property
     def cancelled(self) -> bool:

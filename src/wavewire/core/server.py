@@ -26,6 +26,7 @@ import heapq
 import itertools
 from dataclasses import dataclass
 
+from .audio import AudioStats
 from .config import ServerConfig
 from .connection import (
     Connection,
@@ -149,6 +150,14 @@ class ServerProtocol:
         messages, taken = session.outbound.send(frame, now)
         self._write(session, connection, messages, now)
         return taken
+
+    def audio_stats(self, connection_id: ConnectionId) -> AudioStats | None:
+        """The session's output audio counters (underruns, stalls, drops), or None without
+        ``audio_out``. ``InvalidState`` if the connection is not a session."""
+        connection = self._lookup(connection_id)
+        if connection is None or connection_id not in self._sessions:
+            raise InvalidState(f"connection {connection_id} is not a connected client")
+        return self._sessions[connection_id].outbound.stats
 
     def audio_writable(self, connection_id: ConnectionId) -> bool:
         """Whether the session's audio queue would accept audio now."""
