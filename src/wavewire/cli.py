@@ -2,6 +2,8 @@
 
 Audio in (16 kHz mono) is sent back out, text and transport messages are echoed, lifecycle
 events are logged one line each. Ctrl-C or SIGTERM shut it down cleanly (clients get 1001).
+``--echo-raw`` echoes every WebSocket message verbatim instead (text as text, binary as binary,
+no serializer), to every client at once: the mode that conformance suites (Autobahn) test.
 
 ``wavewire connect URI``: a client. ``--send FILE.wav`` streams a 16-bit PCM WAV file to the
 server in real time, ``--record OUT.wav`` saves the audio that comes back. It exits once the
@@ -16,14 +18,16 @@ import logging
 import signal
 import sys
 import wave
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import anyio
 import anyio.abc
 
 from wavewire.adapters.anyio_client import ConnectError
 from wavewire.adapters.errors import ConnectionClosed
+from wavewire.core.config import DEFAULT_MAX_MESSAGE_SIZE
 from wavewire.core.errors import HandshakeError
 from wavewire.core.frames import (
     Frame,
@@ -45,7 +49,7 @@ from wavewire.transports import (
 from wavewire.transports.client import ClientConnection, WebsocketClientTransport
 from wavewire.transports.params import WebsocketClientParams
 
-__all__ = ["echo_frame", "main"]
+__all__ = ["PassthroughSerializer", "RawMessage", "echo_frame", "main"]
 
 logger = logging.getLogger("wavewire.cli")
 
@@ -63,6 +67,32 @@ def echo_frame(frame: Frame) -> Frame | None:
     if isinstance(frame, InputTransportMessageFrame):
         return OutputTransportMessageFrame(message=frame.message)
     return None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RawMessage(Frame):
+    """One WebSocket message exactly as received (``str``: text, ``bytes``: binary).
+
+    Only ``PassthroughSerializer`` makes or sends it; it is not one of wavewire's frames.
+    """
+
+    data: bytes | str = field(repr=False)
+
+
+class PassthroughSerializer:
+    """Every message in as a ``RawMessage`` and back out unchanged; nothing else is sent."""
+
+    def serialize(self, frame: Frame) -> bytes | str | None:
+        return frame.data if isinstance(frame, RawMessage) else None
+
+    def deserialize(self, data: bytes | str) -> Frame | None:
+        return RawMessage(data=data)
+
+
+async def echo_raw(frames: FrameInput, output: FrameOutput) -> None:
+    """Send back every message of ``frames`` as it came, in order."""
+    async for frame in frames:
+        await output.send(frame)
 
 
 async def echo(frames: FrameInput, output: FrameOutput) -> None:
@@ -92,6 +122,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--session-timeout", type=float, default=None, metavar="S", help="seconds (off)"
     )
     serve.add_argument("--policy", choices=("replace", "reject", "multi"), default="replace")
+    serve.add_argument(
+        "--echo-raw",
+        action="store_true",
+        help="echo every message verbatim to every client (no serializer, policy multi)",
+    )
+    serve.add_argument(
+        "--max-message-size",
+        type=int,
+        default=DEFAULT_MAX_MESSAGE_SIZE,
+        metavar="N",
+        help=f"largest message accepted, in bytes ({DEFAULT_MAX_MESSAGE_SIZE})",
+    )
+    serve.add_argument("--compression", action="store_true", help="accept permessage-deflate (off)")
     connect = commands.add_parser("connect", help="stream a WAV file to a server, record replies")
     connect.add_argument("uri", help="ws:// or wss:// URI of the server")
     connect.add_argument("--send", metavar="FILE.wav", help="16-bit PCM WAV file to stream")
@@ -119,6 +162,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def make_params(args: argparse.Namespace) -> WebsocketServerParams:
+    common: dict[str, Any] = {
+        "session_timeout": args.session_timeout,
+        "max_message_size": args.max_message_size,
+        "compression": args.compression,
+    }
+    if args.echo_raw:
+        return WebsocketServerParams(
+            serializer=PassthroughSerializer(), client_policy="multi", **common
+        )
     serializer: FrameSerializer
     if args.serializer == "raw":
         serializer = RawFrameSerializer(sample_rate=SAMPLE_RATE, num_channels=1)
@@ -132,8 +184,8 @@ def make_params(args: argparse.Namespace) -> WebsocketServerParams:
         audio_out_sample_rate=SAMPLE_RATE,
         audio_out_channels=1,
         serializer=serializer,
-        session_timeout=args.session_timeout,
         client_policy=args.policy,
+        **common,
     )
 
 
@@ -146,20 +198,23 @@ def _describe(client: ClientHandle) -> str:
 async def serve(args: argparse.Namespace) -> None:
     if args.driver == "asyncio" and args.backend != "asyncio":
         raise ValueError("--driver asyncio runs only with --backend asyncio")
-    transport = WebsocketServerTransport(
-        make_params(args), host=args.host, port=args.port, driver=args.driver
-    )
+    params = make_params(args)
+    policy = params.client_policy
+    transport = WebsocketServerTransport(params, host=args.host, port=args.port, driver=args.driver)
     echoes: anyio.abc.TaskGroup | None = None
 
     @transport.event_handler("on_websocket_ready")
     def on_ready(transport: WebsocketServerTransport) -> None:
-        logger.info("listening on ws://%s:%d (policy %s)", args.host, transport.port, args.policy)
+        mode = " echo-raw" if args.echo_raw else ""
+        logger.info(
+            "listening on ws://%s:%d (policy %s%s)", args.host, transport.port, policy, mode
+        )
 
     @transport.event_handler("on_client_connected")
     def on_connected(transport: WebsocketServerTransport, client: ClientHandle) -> None:
         logger.info("%s connected", _describe(client))
-        if echoes is not None and args.policy == "multi":
-            echoes.start_soon(_echo_client, client)
+        if echoes is not None and policy == "multi":
+            echoes.start_soon(_echo_client, client, echo_raw if args.echo_raw else echo)
 
     @transport.event_handler("on_client_disconnected")
     def on_disconnected(transport: WebsocketServerTransport, client: ClientHandle) -> None:
@@ -174,7 +229,7 @@ async def serve(args: argparse.Namespace) -> None:
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with transport, anyio.create_task_group() as tg:
             echoes = tg
-            if args.policy != "multi":
+            if policy != "multi":
                 tg.start_soon(echo, transport.input(), transport.output())
             async for signum in signals:
                 logger.info("%s: shutting down", signal.Signals(signum).name)
@@ -183,9 +238,11 @@ async def serve(args: argparse.Namespace) -> None:
     logger.info("stopped")
 
 
-async def _echo_client(client: ClientHandle) -> None:
+async def _echo_client(
+    client: ClientHandle, echoer: Callable[[FrameInput, FrameOutput], Awaitable[None]]
+) -> None:
     with contextlib.suppress(ConnectionClosed):
-        await echo(client.input(), client.output())
+        await echoer(client.input(), client.output())
 
 
 class CliError(Exception):

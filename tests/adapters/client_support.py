@@ -31,10 +31,12 @@ SRC = str(Path(__file__).resolve().parents[2] / "src")
 
 
 def client_params(**overrides: Any) -> WebsocketClientParams:
-    """Raw audio (no WAV header), audio input on, short close timeout."""
+    """Raw audio (no WAV header), audio input and output on at 16 kHz, short close timeout."""
     settings: dict[str, Any] = {
         "add_wav_header": False,
         "audio_in_enabled": True,
+        "audio_out_enabled": True,
+        "audio_out_sample_rate": 16000,
         "close_timeout": 2.0,
     }
     settings.update(overrides)

@@ -21,6 +21,7 @@ def make_params(**overrides: Any) -> WebsocketServerParams:
         "audio_in_enabled": True,
         "audio_out_enabled": True,
         "audio_in_sample_rate": 16000,
+        "audio_out_sample_rate": 16000,  # the echo sends back what it got
         "close_timeout": 2.0,
     }
     settings.update(overrides)
@@ -38,7 +39,9 @@ class Recorder:
             transport.add_event_handler(name, self._recorder(name))
 
     def _recorder(self, name: str) -> Any:
-        def record(transport: WebsocketServerTransport, client: ClientHandle | None = None) -> None:
+        def record(
+            transport: WebsocketServerTransport, client: ClientHandle | None = None, *_: object
+        ) -> None:
             self.log.append((name, None if client is None else int(client.id)))
             if client is not None and client not in self.handles:
                 self.handles.append(client)

@@ -61,9 +61,10 @@ async def test_serve_echoes_then_exits_0_on_sigint(backend: str, policy: str) ->
                 await client.send(TextFrame(text="echo?"))
                 reply = await client.next_frame()
                 assert isinstance(reply, TextFrame) and reply.text == "echo?"
-                await client.send(OutputAudioRawFrame(audio=b"\x00\x01" * 320, sample_rate=16000))
+                # One whole 40 ms output chunk: a partial one would wait for more audio.
+                await client.send(OutputAudioRawFrame(audio=b"\x00\x01" * 640, sample_rate=16000))
                 audio = await client.next_frame()
-                assert isinstance(audio, InputAudioRawFrame) and audio.audio == b"\x00\x01" * 320
+                assert isinstance(audio, InputAudioRawFrame) and audio.audio == b"\x00\x01" * 640
 
                 process.send_signal(signal.SIGINT)
                 ended = await client.next(Disconnected)

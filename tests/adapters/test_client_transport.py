@@ -24,6 +24,7 @@ from wavewire import (
     TextFrame,
     WebsocketClientParams,
     WebsocketClientTransport,
+    WebsocketServerTransport,
 )
 from wavewire.core.events import DisconnectCause
 from wavewire.core.handshake import HandshakeRequest, Reject
@@ -41,9 +42,9 @@ from .client_support import (
     read_until,
     silent_server,
 )
-from .support import LIMIT, echo_server
+from .support import LIMIT, echo_server, make_params
 
-AUDIO = bytes(range(256)) * 5  # 640 bytes: 20 ms of 16 kHz mono PCM16
+AUDIO = bytes(range(256)) * 5  # 1280 bytes: 40 ms of 16 kHz mono PCM16, one output chunk
 
 
 def uri(port: int, path: str = "/ws") -> str:
@@ -104,15 +105,18 @@ async def test_echo_text_audio_and_messages_with_one_connect_and_disconnect() ->
 
 @pytest.mark.anyio
 async def test_audio_goes_out_with_a_wav_header_by_default() -> None:
+    server = WebsocketServerTransport(make_params(), host="127.0.0.1", port=0)
     with anyio.fail_after(LIMIT):
-        async with echo_server() as (server, _):
-            params = WebsocketClientParams(audio_in_enabled=True, close_timeout=2.0)
+        async with server:
+            params = WebsocketClientParams(
+                audio_out_enabled=True, audio_out_sample_rate=16000, close_timeout=2.0
+            )
             assert params.add_wav_header  # Pipecat's default
             async with WebsocketClientTransport(uri(server.port), params) as transport:
                 await transport.output().send(OutputAudioRawFrame(audio=AUDIO, sample_rate=16000))
-                echoed = await transport.input().receive()
-    assert isinstance(echoed, InputAudioRawFrame)
-    header, samples = echoed.audio[:WAV_HEADER_SIZE], echoed.audio[WAV_HEADER_SIZE:]
+                received = await server.input().receive()  # as it came, not re-chunked
+    assert isinstance(received, InputAudioRawFrame)
+    header, samples = received.audio[:WAV_HEADER_SIZE], received.audio[WAV_HEADER_SIZE:]
     assert header[:4] == b"RIFF" and header[8:16] == b"WAVEfmt "
     assert struct.unpack_from("<I", header, 24) == (16000,)
     assert samples == AUDIO

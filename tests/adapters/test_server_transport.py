@@ -64,7 +64,7 @@ UPGRADE = (
     b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
     b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
 )
-AUDIO = bytes(range(256)) * 5  # 640 bytes: 20 ms of 16 kHz mono PCM16
+AUDIO = bytes(range(256)) * 5  # 1280 bytes: 40 ms of 16 kHz mono PCM16, one output chunk
 
 
 async def test_echo_text_audio_and_messages(driver: DriverName) -> None:
@@ -318,7 +318,8 @@ async def test_peer_that_stops_reading_is_disconnected_after_write_timeout(
                 assert head.startswith(b"HTTP/1.1 101")
                 await recorder.wait("on_client_connected")
                 handle = recorder.handles[0]
-                chunk = OutputAudioRawFrame(audio=bytes(64 * 1024), sample_rate=16000)
+                # Not audio: audio is paced at real time, and would never fill the socket.
+                chunk = TextFrame(text="x" * 64 * 1024)
                 # Never read again: the server's writes must stall, time out and abort.
                 while handle.connected:
                     await transport.output().send(chunk)

@@ -150,7 +150,7 @@ async def test_wss_echo_with_wavewire_server_ssl_context(
                 await client.output().send(TextFrame(text="secret"))
                 reply = await client.input().receive()
                 assert isinstance(reply, TextFrame) and reply.text == "secret"
-                audio = bytes(range(256)) * 4
+                audio = bytes(range(256)) * 5  # one whole 40 ms output chunk
                 await client.output().send(OutputAudioRawFrame(audio=audio, sample_rate=16000))
                 echoed = await client.input().receive()
                 assert getattr(echoed, "audio", None) == audio

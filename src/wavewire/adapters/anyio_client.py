@@ -100,6 +100,8 @@ class AnyioClientDriver:
         self._frames: list[FrameReceived] = []
         self._armed: float | None = None
         self._timer_wake = anyio.Event()
+        # Set (and dropped) by the next flush: what audio senders blocked on a full queue wait on.
+        self._flushed: anyio.Event | None = None
         self._receive_scope = anyio.CancelScope()
         self._stop_reading = False
         #: Set once the socket is closed and every task of ``run`` is over.
@@ -184,13 +186,27 @@ class AnyioClientDriver:
         return self.protocol.state is State.OPEN
 
     def send_frame(self, frame: Frame) -> bool:
-        """Queue ``frame``; ``ConnectionClosed`` once the connection is closing or closed."""
+        """Queue ``frame``; ``ConnectionClosed`` once the connection is closing or closed;
+        ``AudioBufferFull`` (nothing queued) while the audio queue is full: await
+        ``wait_audio_writable``, then send it again."""
         try:
             sent = self.protocol.send_frame(frame, anyio.current_time())
         except InvalidState as exc:
             raise ConnectionClosed(str(exc)) from None
         self._flush()
         return sent
+
+    async def wait_audio_writable(self) -> None:
+        """Wait until the audio queue accepts audio (checked after each flush: the timer's
+        sends free the space); ``ConnectionClosed`` if the connection closes first."""
+        while True:
+            if self.protocol.state is not State.OPEN:
+                raise ConnectionClosed("the connection is closed")
+            if self.protocol.audio_writable:
+                return
+            if self._flushed is None:
+                self._flushed = anyio.Event()
+            await self._flushed.wait()
 
     async def drain(self) -> None:
         """Wait until pending output is under the high-water mark (always a checkpoint)."""
@@ -215,6 +231,9 @@ class AnyioClientDriver:
         if deadline != self._armed:
             self._armed = deadline
             self._timer_wake.set()
+        if self._flushed is not None:
+            self._flushed.set()
+            self._flushed = None
 
     def _route(self, events: list[ClientEvent]) -> None:
         others: list[ClientEvent] = []
@@ -232,13 +251,16 @@ class AnyioClientDriver:
     # --- tasks -------------------------------------------------------------------------------
 
     async def _run_timer(self) -> None:
+        """Sleep until the armed deadline; a flush that moves it wakes the sleep to re-read it."""
         while True:
             self._timer_wake = anyio.Event()
             deadline = self._armed
-            with anyio.CancelScope(deadline=math.inf if deadline is None else deadline):
+            with anyio.CancelScope(deadline=math.inf if deadline is None else deadline) as scope:
                 await self._timer_wake.wait()
-            if deadline is not None and anyio.current_time() >= deadline:
-                self.protocol.handle_timer(anyio.current_time())
+            now = anyio.current_time()
+            if deadline is not None and (scope.cancelled_caught or now >= deadline):
+                # Never show the core a time before the deadline (a timer firing a tick early).
+                self.protocol.handle_timer(max(now, deadline))
                 self._armed = None  # force the flush to re-arm
                 self._flush()
 

@@ -85,6 +85,8 @@ class AnyioServerDriver:
         self._connections: dict[ConnectionId, _Connection] = {}
         self._armed: float | None = None
         self._timer_wake = anyio.Event()
+        # Set (and dropped) by the next flush: what audio senders blocked on a full queue wait on.
+        self._flushed: anyio.Event | None = None
         self._accepting = anyio.CancelScope()
         self._accept_done = anyio.Event()
         self._stopped = anyio.Event()
@@ -135,6 +137,19 @@ class AnyioServerDriver:
             raise ConnectionClosed(str(exc)) from None
         self._flush()
         return sent
+
+    async def wait_audio_writable(self, connection_id: ConnectionId) -> None:
+        """Wait until the session's audio queue accepts audio; ``ConnectionClosed`` if the
+        session ends first. Checked after each flush (the timer's sends free the space)."""
+        while True:
+            try:
+                if self.protocol.audio_writable(connection_id):
+                    return
+            except InvalidState as exc:
+                raise ConnectionClosed(str(exc)) from None
+            if self._flushed is None:
+                self._flushed = anyio.Event()
+            await self._flushed.wait()
 
     async def drain(self, connection_id: ConnectionId) -> None:
         """Wait until the connection's pending output is under the high-water mark."""
@@ -190,17 +205,25 @@ class AnyioServerDriver:
         if deadline != self._armed:
             self._armed = deadline
             self._timer_wake.set()
+        if self._flushed is not None:
+            self._flushed.set()
+            self._flushed = None
 
     # --- tasks -------------------------------------------------------------------------------
 
     async def _run_timer(self) -> None:
+        """Sleep until the armed deadline; a flush that moves it (earlier or later: a send that
+        starts an audio stream, a chunk sent) wakes the sleep, which re-reads it."""
         while True:
             self._timer_wake = anyio.Event()
             deadline = self._armed
-            with anyio.CancelScope(deadline=math.inf if deadline is None else deadline):
+            with anyio.CancelScope(deadline=math.inf if deadline is None else deadline) as scope:
                 await self._timer_wake.wait()
-            if deadline is not None and anyio.current_time() >= deadline:
-                self.protocol.handle_timer(anyio.current_time())
+            now = anyio.current_time()
+            if deadline is not None and (scope.cancelled_caught or now >= deadline):
+                # The backend's timer may fire a clock tick early: never show the core a time
+                # before the deadline it asked for (it would do nothing, and we would spin).
+                self.protocol.handle_timer(max(now, deadline))
                 self._armed = None  # force the flush to re-arm
                 self._flush()
 

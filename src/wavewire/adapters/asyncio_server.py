@@ -247,6 +247,8 @@ class AsyncioServerDriver:
         self._links: dict[ConnectionId, _Link] = {}
         self._armed: float | None = None
         self._timer: asyncio.TimerHandle | None = None
+        #: Audio senders blocked on a full queue, woken by the next flush to check again.
+        self._audio_waiters: list[asyncio.Future[None]] = []
         self._stopped = asyncio.Event()
 
     # --- lifecycle ---------------------------------------------------------------------------
@@ -321,6 +323,19 @@ class AsyncioServerDriver:
         self._flush()
         return sent
 
+    async def wait_audio_writable(self, connection_id: ConnectionId) -> None:
+        """Wait until the session's audio queue accepts audio; ``ConnectionClosed`` if the
+        session ends first. Checked after each flush (the timer's sends free the space)."""
+        while True:
+            try:
+                if self.protocol.audio_writable(connection_id):
+                    return
+            except InvalidState as exc:
+                raise ConnectionClosed(str(exc)) from None
+            waiter = self._loop.create_future()
+            self._audio_waiters.append(waiter)
+            await waiter
+
     async def drain(self, connection_id: ConnectionId) -> None:
         """Wait while the connection's writing is paused (send backpressure); always yields."""
         await asyncio.sleep(0)
@@ -378,10 +393,17 @@ class AsyncioServerDriver:
             self._offer_frames(link)
         deadline = self.protocol.next_deadline()
         if deadline != self._armed:
+            # Moved earlier (a send started an audio stream) or later (a chunk went out): one
+            # handle, for the new time.
             if self._timer is not None:
                 self._timer.cancel()
             self._armed = deadline
             self._timer = None if deadline is None else self._loop.call_at(deadline, self._fire)
+        if self._audio_waiters:
+            waiters, self._audio_waiters = self._audio_waiters, []
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
 
     # --- callbacks ---------------------------------------------------------------------------
 

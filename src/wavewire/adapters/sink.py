@@ -93,8 +93,14 @@ class ServerDriver(Protocol):
         ...
 
     def send_frame(self, connection_id: ConnectionId, frame: Frame) -> bool:
-        """Queue ``frame``; False if the serializer skips it; ``ConnectionClosed`` if the
-        client is not connected."""
+        """Queue ``frame`` with the driver's clock as ``now``; False if the serializer skips
+        it; ``ConnectionClosed`` if the client is not connected; ``AudioBufferFull`` (nothing
+        queued) while the session's audio queue is full: ``wait_audio_writable``, then retry."""
+        ...
+
+    async def wait_audio_writable(self, connection_id: ConnectionId) -> None:
+        """Wait until the session's audio queue accepts audio again (the timer sends chunks,
+        or an interruption empties it); ``ConnectionClosed`` if the session ends first."""
         ...
 
     async def drain(self, connection_id: ConnectionId) -> None:

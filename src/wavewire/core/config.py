@@ -124,6 +124,10 @@ class _ConnectionLimits:
     serializer: FrameSerializer = field(default_factory=ProtobufFrameSerializer)
     #: Paced output audio; None: audio frames are refused and everything is sent at once.
     audio_out: AudioOutConfig | None = None
+    #: permessage-deflate (RFC 7692): a server accepts a client's offer, a client offers it.
+    #: Off by default: audio does not compress, and compression costs memory and CPU per
+    #: connection. Inflated messages are held to ``max_message_size`` like any other (1009).
+    compression: bool = False
 
     def _validate(self) -> None:
         _check_count("max_message_size", self.max_message_size)
@@ -131,6 +135,8 @@ class _ConnectionLimits:
         _check_count("max_fragments", self.max_fragments, allow_none=True)
         for name in ("open_timeout", "close_timeout", "ping_interval", "ping_timeout"):
             _check_positive(name, getattr(self, name))
+        if not isinstance(self.compression, bool):
+            raise TypeError("compression must be a bool")
         if not isinstance(self.serializer, FrameSerializer):
             raise TypeError("serializer must implement FrameSerializer (serialize, deserialize)")
 

@@ -357,6 +357,7 @@ class Connection:
             max_message_size=self._limits.max_message_size,
             max_fragments=self._limits.fragment_limit,
             mask_source=self._mask_source,
+            deflate=outcome.deflate,
         )
         if self._limits.ping_interval is not None:
             self._ping_at = now + self._limits.ping_interval

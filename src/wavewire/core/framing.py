@@ -1,13 +1,19 @@
-"""wsproto, extended at its two seams the core needs: injected mask keys and early limits.
+"""wsproto, extended at the seams the core needs: injected mask keys, early limits, and a
+bounded permessage-deflate.
 
 wsproto parses and validates frames (RFC 6455 section 5), reassembles UTF-8 incrementally
-(section 8.1) and tracks the close handshake; we keep all of that. Two things it cannot do:
+(section 8.1) and tracks the close handshake; we keep all of that. What it cannot do:
 
 * take the client's masking key from a caller-supplied source (it calls ``os.urandom``, a hidden
-  random source the core may not have), so ``_FrameProtocol._serialize_frame`` is ours;
+  random source the core may not have), so ``_FrameProtocol._serialize_frame`` is ours (it
+  still runs the negotiated extension's outbound processing first);
 * refuse a message from its frame headers (it has no size or fragment limits at all), so
   ``_LimitedFrameDecoder.parse_header`` checks every data frame's declared length before its
-  payload is read (section 10.4).
+  payload is read (section 10.4);
+* inflate a compressed message within a size bound: wsproto's ``PerMessageDeflate`` inflates
+  without limit (a few KiB on the wire can become GiB), so ``BoundedDeflate`` inflates with
+  ``max_length`` and fails the message with 1009 once its inflated size passes
+  ``max_message_size``, counted across all the message's frames (RFC 7692 section 8.1).
 
 These override wsproto internals (``FrameProtocol._serialize_frame``, ``_frame_decoder``); the
 dependency is pinned to wsproto 1.x and tests/core/test_connection.py pins their behaviour.
@@ -16,9 +22,12 @@ dependency is pinned to wsproto 1.x and tests/core/test_connection.py pins their
 from __future__ import annotations
 
 import struct
+import zlib
 from collections.abc import Callable, Generator
+from dataclasses import dataclass
 
 from wsproto.connection import Connection, ConnectionType
+from wsproto.extensions import Extension, PerMessageDeflate
 from wsproto.frame_protocol import (
     CloseReason,
     Frame,
@@ -29,7 +38,14 @@ from wsproto.frame_protocol import (
     RsvBits,
 )
 
-__all__ = ["MaskSource", "WsConnection", "apply_mask", "encode_frame"]
+__all__ = [
+    "BoundedDeflate",
+    "Deflate",
+    "MaskSource",
+    "WsConnection",
+    "apply_mask",
+    "encode_frame",
+]
 
 #: Returns ``n`` unpredictable bytes; adapters pass ``os.urandom``, tests a fixed source.
 MaskSource = Callable[[int], bytes]
@@ -70,22 +86,190 @@ def encode_frame(
     return header + mask_key + apply_mask(payload, mask_key)
 
 
+@dataclass(frozen=True, slots=True)
+class Deflate:
+    """The permessage-deflate parameters both ends agreed on (RFC 7692 section 7.1).
+
+    As in the server's ``Sec-WebSocket-Extensions`` response; a window size of None was not
+    named there (the sender may then use up to 15 bits).
+    """
+
+    server_no_context_takeover: bool = False
+    client_no_context_takeover: bool = False
+    server_max_window_bits: int | None = None
+    client_max_window_bits: int | None = None
+
+    def header_value(self) -> str:
+        """The extension as the server's response names it."""
+        parts = ["permessage-deflate"]
+        if self.server_no_context_takeover:
+            parts.append("server_no_context_takeover")
+        if self.client_no_context_takeover:
+            parts.append("client_no_context_takeover")
+        if self.server_max_window_bits is not None:
+            parts.append(f"server_max_window_bits={self.server_max_window_bits}")
+        if self.client_max_window_bits is not None:
+            parts.append(f"client_max_window_bits={self.client_max_window_bits}")
+        return "; ".join(parts)
+
+
+#: Every sync-flushed deflate block ends with these bytes; RFC 7692 section 7.2.1 strips them
+#: from each compressed message and the receiver appends them again.
+_SYNC_TAIL = b"\x00\x00\xff\xff"
+_RSV1 = RsvBits(True, False, False)
+
+
+class BoundedDeflate(PerMessageDeflate):
+    """permessage-deflate (RFC 7692) with the agreed parameters and a bounded inflate.
+
+    Negotiation is ``handshake.py``'s; this object is made only once it succeeded, so it is
+    always enabled. Compared with wsproto's ``PerMessageDeflate``:
+
+    * inflating stops at ``max_message_size + 1`` bytes per message (``zlib`` ``max_length``),
+      summed across the message's frames, and the message fails with 1009: memory stays
+      bounded by the cap however well the peer's data compresses;
+    * a control frame between the frames of a compressed message does not reset the message's
+      state (wsproto's does, and inflates nothing after it);
+    * a window of 8 bits may be agreed (RFC 7692 allows 8 to 15; zlib deflates with 9 at
+      least): we deflate with 9, whose longest back-reference (2**9 - 262 bytes: zlib keeps
+      ``MIN_LOOKAHEAD`` out of reach) fits a 256-byte window, and always inflate with 15, which
+      reads a stream made with any smaller window;
+    * RSV1 on a continuation frame, and a data frame's opcode out of message order, fail with
+      1002 from the frame header, before anything is inflated.
+    """
+
+    def __init__(self, agreed: Deflate, *, client: bool, max_message_size: int) -> None:
+        super().__init__()  # wsproto's defaults; what was agreed is kept below
+        self.agreed = agreed
+        if client:
+            local_bits = agreed.client_max_window_bits
+            self._local_reset = agreed.client_no_context_takeover
+            self._remote_reset = agreed.server_no_context_takeover
+        else:
+            local_bits = agreed.server_max_window_bits
+            self._local_reset = agreed.server_no_context_takeover
+            self._remote_reset = agreed.client_no_context_takeover
+        self._local_bits = max(9, local_bits or 15)
+        self._max_message_size = max_message_size
+        self._deflater: zlib._Compress | None = None
+        self._inflater: zlib._Decompress | None = None
+        #: Whether the message being received is compressed; None between messages.
+        self._message_compressed: bool | None = None
+        #: Inflated bytes of the message being received.
+        self._inflated = 0
+        #: The frame being received is a data frame (not a control frame).
+        self._data_frame = False
+
+    def enabled(self) -> bool:
+        return True
+
+    def frame_inbound_header(
+        self,
+        proto: FrameDecoder | FrameProtocol,
+        opcode: Opcode,
+        rsv: RsvBits,
+        payload_length: int,
+    ) -> CloseReason | RsvBits:
+        self._data_frame = not opcode.iscontrol()
+        if not self._data_frame:
+            return _NO_RSV  # RSV1 on a control frame: wsproto fails it with 1002
+        if opcode is Opcode.CONTINUATION:
+            if rsv.rsv1 or self._message_compressed is None:
+                return CloseReason.PROTOCOL_ERROR  # RSV1 is the first frame's (7.2.3.1)
+        elif self._message_compressed is not None:
+            return CloseReason.PROTOCOL_ERROR  # a new message inside a fragmented one
+        else:
+            self._message_compressed = rsv.rsv1
+            self._inflated = 0
+        return _RSV1
+
+    def frame_inbound_payload_data(
+        self, proto: FrameDecoder | FrameProtocol, data: bytes
+    ) -> bytes | CloseReason:
+        if not (self._data_frame and self._message_compressed):
+            return data
+        return self._inflate(data)
+
+    def frame_inbound_complete(
+        self, proto: FrameDecoder | FrameProtocol, fin: bool
+    ) -> bytes | CloseReason | None:
+        if not (self._data_frame and fin):
+            return None
+        compressed, self._message_compressed = self._message_compressed, None
+        if not compressed:
+            return None
+        tail = self._inflate(_SYNC_TAIL)
+        if self._remote_reset:
+            self._inflater = None
+        return tail
+
+    def _inflate(self, data: bytes) -> bytes | CloseReason:
+        if self._inflater is None:
+            self._inflater = zlib.decompressobj(-15)
+        room = self._max_message_size - self._inflated
+        try:
+            # Never more than one byte past the cap: that byte is what proves it too big.
+            out = self._inflater.decompress(data, room + 1)
+        except zlib.error:
+            return CloseReason.INVALID_FRAME_PAYLOAD_DATA
+        self._inflated += len(out)
+        if self._inflated > self._max_message_size:
+            return CloseReason.MESSAGE_TOO_BIG
+        return out
+
+    def frame_outbound(
+        self,
+        proto: FrameDecoder | FrameProtocol,
+        opcode: Opcode,
+        rsv: RsvBits,
+        data: bytes,
+        fin: bool,
+    ) -> tuple[RsvBits, bytes]:
+        if opcode.iscontrol():
+            return rsv, data
+        # The core sends every message whole, in one frame: compress it as one.
+        assert fin and opcode is not Opcode.CONTINUATION
+        if self._deflater is None:
+            self._deflater = zlib.compressobj(
+                zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -self._local_bits
+            )
+        out = self._deflater.compress(data) + self._deflater.flush(zlib.Z_SYNC_FLUSH)
+        if self._local_reset:
+            self._deflater = None
+        return RsvBits(True, rsv.rsv2, rsv.rsv3), out[: -len(_SYNC_TAIL)]
+
+    def __repr__(self) -> str:
+        return f"<BoundedDeflate {self.agreed.header_value()}>"
+
+
 class _LimitedFrameDecoder(FrameDecoder):
     """A frame decoder that fails a message as soon as a header shows it breaks a limit."""
 
-    def __init__(self, client: bool, max_message_size: int, max_fragments: int) -> None:
-        super().__init__(client)
+    def __init__(
+        self,
+        client: bool,
+        max_message_size: int,
+        max_fragments: int,
+        extensions: list[Extension],
+    ) -> None:
+        super().__init__(client, extensions)
         self._max_message_size = max_message_size
         self._max_fragments = max_fragments
         self._message_size = 0
         self._fragments = 0
         self._in_message = False
 
+    def extension_processing(self, opcode: Opcode, rsv: RsvBits, payload_len: int) -> None:
+        """Deferred to ``parse_header``: wsproto calls this before it has the masking key and
+        calls it again for the same header once the key arrives, but extensions keep state."""
+
     def parse_header(self) -> bool:
         if not super().parse_header():
             return False
         header = self.header
         assert header is not None
+        # Once per frame, with the whole header read: RSV bits, then the extension's checks.
+        super().extension_processing(header.opcode, header.rsv, header.payload_len)
         if header.opcode.iscontrol():
             return True  # control frames: wsproto caps them at 125 bytes (section 5.5)
         if header.opcode is Opcode.CONTINUATION:
@@ -113,12 +297,13 @@ class _FrameProtocol(FrameProtocol):
         max_message_size: int,
         max_fragments: int,
         mask_source: MaskSource | None,
+        extensions: list[Extension],
     ) -> None:
-        # No extension is negotiated yet: permessage-deflate comes with a decompression bound
-        # (wsproto's own is unbounded), and until then frames go out exactly as given.
-        super().__init__(client, [])
+        super().__init__(client, extensions)
         # The parse generator reads self._frame_decoder lazily, so swapping it here is safe.
-        self._frame_decoder = _LimitedFrameDecoder(client, max_message_size, max_fragments)
+        self._frame_decoder = _LimitedFrameDecoder(
+            client, max_message_size, max_fragments, self.extensions
+        )
         self._mask_source = mask_source
         #: The peer's violation, if parsing failed; wsproto reports it only as a close event.
         self.failure: ParseFailed | None = None
@@ -136,17 +321,21 @@ class _FrameProtocol(FrameProtocol):
         data = bytes(payload)
         if opcode.iscontrol() and len(data) > 125:
             raise ValueError("control frame payloads are at most 125 bytes (RFC 6455 5.5)")
+        rsv = _NO_RSV
+        for extension in reversed(self.extensions):
+            rsv, data = extension.frame_outbound(self, opcode, rsv, data, fin)
         mask_key = None
         if self.client:
             assert self._mask_source is not None
             mask_key = self._mask_source(4)
             if len(mask_key) != 4:
                 raise ValueError("the mask source must return exactly the bytes asked for")
-        return bytearray(encode_frame(opcode, data, fin=fin, mask_key=mask_key))
+        return bytearray(encode_frame(opcode, data, fin=fin, rsv=rsv, mask_key=mask_key))
 
 
 class WsConnection(Connection):
-    """wsproto's post-handshake connection with injected masking and early limits."""
+    """wsproto's post-handshake connection with injected masking, early limits and, when
+    ``deflate`` was agreed, bounded permessage-deflate."""
 
     _proto: _FrameProtocol
 
@@ -157,15 +346,22 @@ class WsConnection(Connection):
         max_message_size: int,
         max_fragments: int,
         mask_source: MaskSource | None = None,
+        deflate: Deflate | None = None,
     ) -> None:
         if client and mask_source is None:
             raise ValueError("a client connection needs a mask source")
         super().__init__(ConnectionType.CLIENT if client else ConnectionType.SERVER)
+        extensions: list[Extension] = []
+        if deflate is not None:
+            extensions.append(
+                BoundedDeflate(deflate, client=client, max_message_size=max_message_size)
+            )
         self._proto = _FrameProtocol(
             client,
             max_message_size=max_message_size,
             max_fragments=max_fragments,
             mask_source=mask_source,
+            extensions=extensions,
         )
 
     @property

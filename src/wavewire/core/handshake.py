@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 import h11
 from wsproto.utilities import generate_accept_token
 
-from .config import ClientConfig, ServerConfig, check_headers
+from .config import _TOKEN_CHARS, ClientConfig, ServerConfig, check_headers
 from .errors import HandshakeError, HandshakeRejected, InvalidHandshake, InvalidURI
-from .framing import MaskSource
+from .framing import Deflate, MaskSource
 
 __all__ = [
     "Accept",
@@ -50,6 +50,154 @@ def _tokens(headers: Headers, name: str) -> list[str]:
     # Comma-separated list headers may also be repeated (RFC 9110 5.3); a linear split, no regex
     # (ws CVE-2021-32640 was a ReDoS in exactly this parsing).
     return [token.strip() for value in _values(headers, name) for token in value.split(",")]
+
+
+# --- permessage-deflate negotiation (RFC 7692 section 7.1) ---------------------------------------
+
+Params = tuple[tuple[str, str | None], ...]
+
+_DEFLATE = "permessage-deflate"
+_DEFLATE_PARAMS = frozenset(
+    (
+        "server_no_context_takeover",
+        "client_no_context_takeover",
+        "server_max_window_bits",
+        "client_max_window_bits",
+    )
+)
+#: RFC 7692 7.1.2: a window size is 8 to 15, written without leading zeros.
+_WINDOW_BITS = {str(bits): bits for bits in range(8, 16)}
+#: What the client offers: compression, and that the server may cap the client's window.
+CLIENT_DEFLATE_OFFER = "permessage-deflate; client_max_window_bits"
+
+
+def _split_unquoted(text: str, separator: str) -> list[str] | None:
+    """``text`` split at ``separator`` outside quoted strings; None if a quote is unclosed."""
+    parts: list[str] = []
+    current: list[str] = []
+    quoted = escaped = False
+    for char in text:
+        if escaped:
+            escaped = False
+        elif quoted:
+            escaped = char == "\\"
+            quoted = char != '"'
+        elif char == separator:
+            parts.append("".join(current))
+            current = []
+            continue
+        else:
+            quoted = char == '"'
+        current.append(char)
+    if quoted:  # (an escape is only ever inside quotes)
+        return None
+    parts.append("".join(current))
+    return parts
+
+
+def _is_token(text: str) -> bool:
+    return bool(text) and _TOKEN_CHARS.issuperset(text)
+
+
+def _param_value(raw: str) -> str | None:
+    """A parameter's value: a token, or a quoted string holding one (RFC 6455 section 9.1)."""
+    value = raw.strip()
+    if len(value) >= 2 and value[0] == value[-1] == '"':
+        chars: list[str] = []
+        escaped = False
+        for char in value[1:-1]:
+            if char == "\\" and not escaped:
+                escaped = True
+                continue
+            escaped = False
+            chars.append(char)
+        value = "".join(chars)
+    return value if _is_token(value) else None
+
+
+def parse_extensions(values: Sequence[str]) -> list[tuple[str, Params]] | None:
+    """``Sec-WebSocket-Extensions`` header values as ``(name, params)`` in order; a parameter
+    without a value has None. None if the header is malformed. A linear scan, no regex."""
+    extensions: list[tuple[str, Params]] = []
+    for value in values:
+        items = _split_unquoted(value, ",")
+        if items is None:
+            return None
+        for item in items:
+            if not item.strip():
+                continue  # empty list elements are allowed (RFC 9110 5.6.1)
+            pieces = _split_unquoted(item, ";")
+            assert pieces is not None  # the quotes balanced in the whole item
+            name = pieces[0].strip()
+            if not _is_token(name):
+                return None
+            params: list[tuple[str, str | None]] = []
+            for piece in pieces[1:]:
+                key, eq, raw = piece.partition("=")
+                key = key.strip()
+                parsed = _param_value(raw) if eq else None
+                if not _is_token(key) or (eq and parsed is None):
+                    return None
+                params.append((key, parsed))
+            extensions.append((name, tuple(params)))
+    return extensions
+
+
+def _deflate_params(params: Params, *, response: bool) -> Deflate | None:
+    """The permessage-deflate parameters ``params`` name, or None if one is unknown, repeated or
+    has a bad value. In an offer ``client_max_window_bits`` may come without a value (the
+    client supports the parameter); in a response every window size has one."""
+    seen: dict[str, str | None] = {}
+    for name, value in params:
+        if name in seen or name not in _DEFLATE_PARAMS:
+            return None
+        if name.endswith("_no_context_takeover"):
+            if value is not None:
+                return None
+        elif value is None:
+            if response or name == "server_max_window_bits":
+                return None
+        elif value not in _WINDOW_BITS:
+            return None
+        seen[name] = value
+    server_bits = seen.get("server_max_window_bits")
+    client_bits = seen.get("client_max_window_bits") if response else None
+    return Deflate(
+        server_no_context_takeover="server_no_context_takeover" in seen,
+        client_no_context_takeover="client_no_context_takeover" in seen,
+        server_max_window_bits=None if server_bits is None else _WINDOW_BITS[server_bits],
+        client_max_window_bits=None if client_bits is None else _WINDOW_BITS[client_bits],
+    )
+
+
+def accept_deflate(headers: Headers) -> Deflate | None:
+    """The server's choice among the client's offers: the first valid permessage-deflate offer,
+    agreed as offered (the server honours every request and caps nothing itself), or None.
+
+    An offer's ``client_max_window_bits`` is not echoed: without it the client may use any
+    window, and we inflate with the largest (15 bits), which reads them all.
+    """
+    offers = parse_extensions(_values(headers, "sec-websocket-extensions"))
+    for name, params in offers or ():
+        if name == _DEFLATE:
+            agreed = _deflate_params(params, response=False)
+            if agreed is not None:
+                return agreed
+    return None
+
+
+def _check_deflate_response(values: list[str]) -> Deflate | str:
+    """The client's check of the server's ``Sec-WebSocket-Extensions``: what was agreed, or
+    why the response is invalid."""
+    extensions = parse_extensions(values)
+    if extensions is None:
+        return "the server's Sec-WebSocket-Extensions header is malformed"
+    if [name for name, _ in extensions] != [_DEFLATE]:
+        return "the server chose an extension not offered"
+    agreed = _deflate_params(extensions[0][1], response=True)
+    if agreed is None:
+        return "the server's permessage-deflate parameters are invalid"
+    return agreed
 
 
 def _status_line_response(
@@ -181,6 +329,8 @@ class Upgraded:
     response: bytes
     #: Bytes the client sent after its request head: the first WebSocket frames, if any.
     trailing: bytes
+    #: permessage-deflate, if agreed.
+    deflate: Deflate | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,6 +408,9 @@ class ServerHandshake:
         ]
         if decision.subprotocol is not None:
             response_headers.append(("Sec-WebSocket-Protocol", decision.subprotocol))
+        deflate = accept_deflate(headers) if self._config.compression else None
+        if deflate is not None:
+            response_headers.append(("Sec-WebSocket-Extensions", deflate.header_value()))
         response_headers.extend(decision.headers)
         response = self._h11.send(
             h11.InformationalResponse(
@@ -265,7 +418,7 @@ class ServerHandshake:
             )
         )
         trailing, _closed = self._h11.trailing_data
-        return Upgraded(request, decision.subprotocol, response, bytes(trailing))
+        return Upgraded(request, decision.subprotocol, response, bytes(trailing), deflate)
 
     def _decide(self, request: HandshakeRequest) -> Accept | Refused:
         hook = self._config.handshake_hook
@@ -414,6 +567,7 @@ class HandshakeAccepted:
     headers: Headers
     subprotocol: str | None
     trailing: bytes
+    deflate: Deflate | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -441,6 +595,8 @@ class ClientHandshake:
         ]
         if config.subprotocols:
             headers.append(("Sec-WebSocket-Protocol", ", ".join(config.subprotocols)))
+        if config.compression:
+            headers.append(("Sec-WebSocket-Extensions", CLIENT_DEFLATE_OFFER))
         if config.origin is not None:
             headers.append(("Origin", config.origin))
         if uri.user_info is not None:
@@ -517,8 +673,17 @@ class ClientHandshake:
         expected = generate_accept_token(self._key.encode("ascii")).decode("ascii")
         if _values(headers, "sec-websocket-accept") != [expected]:
             return HandshakeFailure(InvalidHandshake("wrong or missing Sec-WebSocket-Accept"))
-        if _values(headers, "sec-websocket-extensions"):
-            return HandshakeFailure(InvalidHandshake("the server chose an extension not offered"))
+        extensions = _values(headers, "sec-websocket-extensions")
+        deflate: Deflate | None = None
+        if extensions:
+            if not self._config.compression:
+                return HandshakeFailure(
+                    InvalidHandshake("the server chose an extension not offered")
+                )
+            checked = _check_deflate_response(extensions)
+            if isinstance(checked, str):
+                return HandshakeFailure(InvalidHandshake(checked))
+            deflate = checked
         protocols = _tokens(headers, "sec-websocket-protocol")
         subprotocol = None
         if protocols:
@@ -528,7 +693,7 @@ class ClientHandshake:
                 )
             subprotocol = protocols[0]
         trailing, _closed = self._h11.trailing_data
-        return HandshakeAccepted(headers, subprotocol, bytes(trailing))
+        return HandshakeAccepted(headers, subprotocol, bytes(trailing), deflate)
 
 
 __all__ += ["HandshakeAccepted", "HandshakeFailure", "Refused", "Upgraded"]

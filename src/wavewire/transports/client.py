@@ -22,6 +22,16 @@ Events (``@transport.event_handler(name)``), run one at a time, in order, in one
   (from 1) starts after ``delay`` seconds.
 * ``on_reconnect_failed(transport, error)``: reconnecting stopped for good: ``error`` is the
   last attempt's (a 4xx rejection, or the ``max_attempts``-th failure).
+* ``on_audio_interrupted(transport, dropped_ms)``: an ``InterruptionFrame`` sent through
+  ``output()`` dropped ``dropped_ms`` milliseconds of queued audio (also logged at debug).
+
+Audio: with ``audio_out_enabled``, audio sent through ``output()`` is chunked and paced at real
+time by the core, each chunk a complete WAV file when ``add_wav_header`` (Pipecat's default);
+``send`` waits while ``audio_out_max_queued_secs`` of audio are queued; sending audio without
+``audio_out_enabled`` is a ``ValueError``. ``EndFrame`` plays out the queued audio and the end
+silence, then closes with 1000 (never reconnected); ``CancelFrame`` closes at once; both
+``send`` calls return once the connection is over. Received audio reaches ``input()`` only with
+``audio_in_enabled``, whole sample frames only.
 
 ``input()`` is one stream for the transport's life (across reconnects); it ends when the
 transport will not connect again. ``output().send()`` raises ``ConnectionClosed`` once the
@@ -33,7 +43,6 @@ drops frames while no client is connected.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 from collections import deque
 from collections.abc import Callable
@@ -48,20 +57,21 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from wavewire.adapters.anyio_client import AnyioClientDriver, ConnectError
 from wavewire.adapters.errors import ConnectionClosed
+from wavewire.core.audio import AudioBufferFull
 from wavewire.core.errors import HandshakeError
 from wavewire.core.events import (
+    AudioInterrupted,
     ClientEvent,
     ConnectionInfo,
     Disconnected,
     FrameReceived,
     MessageDropped,
 )
-from wavewire.core.frames import Frame, InputAudioRawFrame, OutputAudioRawFrame
+from wavewire.core.frames import CancelFrame, EndFrame, Frame
 from wavewire.core.handshake import parse_uri
-from wavewire.core.wav import wav_chunk
 from wavewire.transports.events import EventHandlers
 from wavewire.transports.params import ReconnectPolicy, WebsocketClientParams
-from wavewire.transports.streams import FrameInput, FrameOutput
+from wavewire.transports.streams import AudioInputGate, FrameInput, FrameOutput, check_output
 
 __all__ = ["CLIENT_EVENTS", "ClientConnection", "WebsocketClientTransport"]
 
@@ -69,7 +79,13 @@ logger = logging.getLogger("wavewire.client")
 
 H = TypeVar("H", bound=Callable[..., Any])
 
-CLIENT_EVENTS = ("on_connected", "on_disconnected", "on_reconnecting", "on_reconnect_failed")
+CLIENT_EVENTS = (
+    "on_audio_interrupted",
+    "on_connected",
+    "on_disconnected",
+    "on_reconnecting",
+    "on_reconnect_failed",
+)
 #: Seconds the exit waits for the close handshake when ``close_timeout`` is None.
 CLOSE_FALLBACK = 10.0
 
@@ -156,6 +172,7 @@ class WebsocketClientTransport:
         self._reconnect_scope: anyio.CancelScope
         self._inbox_send: MemoryObjectSendStream[Frame] | None = None
         self._inbox_receive: MemoryObjectReceiveStream[Frame] | None = None
+        self._audio_in = AudioInputGate(self.params.audio_in_enabled, logger)
 
     # --- event handlers ----------------------------------------------------------------------
 
@@ -250,6 +267,11 @@ class WebsocketClientTransport:
     def connected(self) -> bool:
         return self._current is not None and self._current.connected
 
+    @property
+    def audio_in_dropped(self) -> int:
+        """Received audio frames dropped because they held a partial sample frame."""
+        return self._audio_in.dropped
+
     # --- ClientEventSink (called by the driver) ----------------------------------------------
 
     def on_events(self, events: list[ClientEvent]) -> None:
@@ -269,11 +291,14 @@ class WebsocketClientTransport:
                 self._queue("on_disconnected", current)
             elif isinstance(event, MessageDropped):
                 logger.warning("message dropped (%d so far): %s", event.dropped_total, event.detail)
+            elif isinstance(event, AudioInterrupted):
+                logger.debug("interrupted: %.1f ms of queued audio dropped", event.dropped_ms)
+                self._queue("on_audio_interrupted", event.dropped_ms)
 
     async def on_frame(self, event: FrameReceived) -> None:
         frame = event.frame
-        if isinstance(frame, InputAudioRawFrame) and not self.params.audio_in_enabled:
-            return  # as the server transport: audio input is off unless enabled
+        if not self._audio_in.admit(frame, "server"):
+            return  # audio input off (as Pipecat), or not whole samples (counted)
         if self._inbox_send is None:
             return
         # Closed or broken: nobody will read it any more.
@@ -339,17 +364,28 @@ class WebsocketClientTransport:
             return driver
 
     async def _send(self, frame: Frame) -> None:
+        check_output(frame, self.params.audio_out_enabled)
         current = self._current
         if current is None or not current.connected:
             if self._reconnecting:
                 await anyio.lowlevel.checkpoint()  # dropped; still a checkpoint for send loops
                 return
             raise ConnectionClosed("the client transport is not connected")
-        if isinstance(frame, OutputAudioRawFrame) and self.params.add_wav_header:
-            audio = wav_chunk(frame.audio, frame.sample_rate, frame.num_channels)
-            frame = dataclasses.replace(frame, audio=audio)
-        current._driver.send_frame(frame)
-        await current._driver.drain()
+        driver = current._driver
+        ending = isinstance(frame, EndFrame | CancelFrame)
+        if ending:
+            current.closed_locally = True  # the application ends it: never reconnected
+        while True:
+            try:
+                driver.send_frame(frame)
+                break
+            except AudioBufferFull:
+                # The queue is full: wait until the timer has sent enough chunks, then retry.
+                await driver.wait_audio_writable()
+        if ending:
+            await driver.done.wait()  # after the drain (EndFrame) and the close handshake
+        else:
+            await driver.drain()
 
     def _queue(self, name: str, *args: object) -> None:
         self._pending.append((name, args))

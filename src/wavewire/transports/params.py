@@ -9,8 +9,10 @@ import ssl
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from wavewire.core.audio import AudioOutput
 from wavewire.core.config import (
     DEFAULT_MAX_MESSAGE_SIZE,
+    AudioOutConfig,
     ClientConfig,
     ClientPolicy,
     ServerConfig,
@@ -33,18 +35,30 @@ DEFAULT_AUDIO_OUT_SAMPLE_RATE = 24000
 
 @dataclass(kw_only=True)
 class TransportParams:
-    """Audio settings shared by every transport (Pipecat's fields and defaults)."""
+    """Audio settings shared by every transport (Pipecat's fields and defaults).
+
+    Input: received audio reaches ``input()`` only with ``audio_in_enabled``. Output: with
+    ``audio_out_enabled``, audio sent through ``output()`` is cut into chunks of
+    ``audio_out_10ms_chunks`` x 10 ms and paced at real time by the core (``core/audio.py``);
+    without it, sending audio is a ``ValueError``.
+    """
 
     audio_in_enabled: bool = False
     #: None means 16000.
     audio_in_sample_rate: int | None = None
     audio_in_channels: int = 1
     audio_out_enabled: bool = False
-    #: None means 24000.
+    #: None means 24000. Output audio must come at this rate (wavewire does not resample).
     audio_out_sample_rate: int | None = None
     audio_out_channels: int = 1
     audio_out_10ms_chunks: int = 4
-    audio_out_end_silence_secs: int = 2
+    #: Seconds of paced silence after the audio on ``EndFrame``, before the close.
+    audio_out_end_silence_secs: float = 2
+    #: Seconds of audio sent ahead of real time at the start of each stream, so that the
+    #: peer's buffer does not starve on network jitter (0: Pipecat's behaviour, no lead).
+    audio_out_lead_secs: float = 0.0
+    #: Seconds of output audio queued per peer above which ``output().send()`` waits.
+    audio_out_max_queued_secs: float = 30.0
 
     @property
     def effective_audio_in_sample_rate(self) -> int:
@@ -53,6 +67,60 @@ class TransportParams:
     @property
     def effective_audio_out_sample_rate(self) -> int:
         return self.audio_out_sample_rate or DEFAULT_AUDIO_OUT_SAMPLE_RATE
+
+    def audio_out_config(self, *, add_wav_header: bool = False) -> AudioOutConfig | None:
+        """The core's output audio settings, or None when ``audio_out_enabled`` is off.
+
+        Validated here (``ValueError``/``TypeError`` naming the core's field), not at the first
+        connection.
+        """
+        if not self.audio_out_enabled:
+            return None
+        config = AudioOutConfig(
+            sample_rate=self.effective_audio_out_sample_rate,
+            num_channels=self.audio_out_channels,
+            chunks_10ms=self.audio_out_10ms_chunks,
+            lead=self.audio_out_lead_secs,
+            end_silence_secs=self.audio_out_end_silence_secs,
+            add_wav_header=add_wav_header,
+            max_queued_seconds=self.audio_out_max_queued_secs,
+        )
+        AudioOutput[object](  # the scheduler's own checks, once, now
+            sample_rate=config.sample_rate,
+            num_channels=config.num_channels,
+            chunks_10ms=config.chunks_10ms,
+            lead=config.lead,
+            end_silence_secs=config.end_silence_secs,
+            add_wav_header=config.add_wav_header,
+            max_queued_seconds=config.max_queued_seconds,
+        )
+        return config
+
+    def check_serializer_format(self, serializer: FrameSerializer) -> None:
+        """A serializer whose wire carries no audio format (``RawFrameSerializer``: raw PCM)
+        is configured with one: it must be the format of the enabled directions."""
+        rate, channels = (
+            getattr(serializer, "sample_rate", None),
+            getattr(serializer, "num_channels", None),
+        )
+        if not isinstance(rate, int) or not isinstance(channels, int):
+            return
+        directions = []
+        if self.audio_in_enabled:
+            directions.append(
+                ("audio_in", self.effective_audio_in_sample_rate, self.audio_in_channels)
+            )
+        if self.audio_out_enabled:
+            directions.append(
+                ("audio_out", self.effective_audio_out_sample_rate, self.audio_out_channels)
+            )
+        for name, want_rate, want_channels in directions:
+            if (rate, channels) != (want_rate, want_channels):
+                raise ValueError(
+                    f"{type(serializer).__name__} sends and receives {rate} Hz x {channels}"
+                    f" channel(s), but {name} is {want_rate} Hz x {want_channels}: make them match"
+                    f" ({name}_sample_rate, {name}_channels)"
+                )
 
 
 @dataclass(kw_only=True)
@@ -85,10 +153,14 @@ class WebsocketServerParams(TransportParams):
     max_output_buffer: int = 256 * 1024
     #: Received frames buffered for ``input()`` before the socket stops being read.
     max_input_queue: int = 64
+    #: permessage-deflate (RFC 7692), off by default: audio does not compress.
+    compression: bool = False
 
     def server_config(self) -> ServerConfig:
         """The core configuration these parameters describe (validated there)."""
+        self.check_serializer_format(self.serializer)
         return ServerConfig(
+            audio_out=self.audio_out_config(add_wav_header=self.add_wav_header),
             serializer=self.serializer,
             session_timeout=self.session_timeout,
             client_policy=self.client_policy,
@@ -98,6 +170,7 @@ class WebsocketServerParams(TransportParams):
             close_timeout=self.close_timeout,
             ping_interval=self.ping_interval,
             ping_timeout=self.ping_timeout,
+            compression=self.compression,
         )
 
 
@@ -174,9 +247,10 @@ class ReconnectPolicy:
 class WebsocketClientParams(TransportParams):
     """Pipecat's client parameters plus the limits wavewire adds.
 
-    As in Pipecat, ``add_wav_header`` defaults to True: each outgoing audio frame is sent as a
-    complete WAV file (a 44-byte header, then the samples). ``serializer`` defaults to the
-    protobuf serializer. Timeouts and limits default as on the server (websockets' values).
+    As in Pipecat, ``add_wav_header`` defaults to True: each outgoing audio chunk is sent as a
+    complete WAV file (a 44-byte header, then the samples; the core adds it to each paced chunk).
+    ``serializer`` defaults to the protobuf serializer. Timeouts and limits default as on the
+    server (websockets' values).
     """
 
     add_wav_header: bool = True
@@ -198,13 +272,17 @@ class WebsocketClientParams(TransportParams):
     max_output_buffer: int = 256 * 1024
     #: Received frames buffered for ``input()`` before the socket stops being read.
     max_input_queue: int = 64
+    #: permessage-deflate (RFC 7692), off by default: audio does not compress.
+    compression: bool = False
     #: Reconnect after a lost connection: False (Pipecat's behaviour), True for the default
     #: ``ReconnectPolicy()``, or a policy.
     reconnect: ReconnectPolicy | bool = False
 
     def client_config(self) -> ClientConfig:
         """The core configuration these parameters describe (validated there)."""
+        self.check_serializer_format(self.serializer)
         return ClientConfig(
+            audio_out=self.audio_out_config(add_wav_header=self.add_wav_header),
             serializer=self.serializer,
             additional_headers=self.additional_headers,
             max_message_size=self.max_message_size,
@@ -212,6 +290,7 @@ class WebsocketClientParams(TransportParams):
             close_timeout=self.close_timeout,
             ping_interval=self.ping_interval,
             ping_timeout=self.ping_timeout,
+            compression=self.compression,
         )
 
     @property

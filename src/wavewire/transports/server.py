@@ -14,6 +14,17 @@ Two drivers move the bytes (``driver=``, same behaviour, same API): ``"anyio"`` 
 on asyncio and trio through anyio streams and tasks; ``"asyncio"`` uses asyncio's own protocols
 and transports (``loop.create_server``), runs only under asyncio and does less work per message.
 Both implement ``wavewire.adapters.sink.ServerDriver``.
+
+Audio. With ``audio_out_enabled``, the core cuts output audio into chunks and sends each at its
+real-time place (``core/audio.py``); ``output().send()`` waits while the client's queue holds
+``audio_out_max_queued_secs`` of audio (backpressure), and sending audio without it is a
+``ValueError``. ``InterruptionFrame`` drops the queued audio at once and is sent ahead of
+everything: ``on_audio_interrupted(transport, client, dropped_ms)`` says how much was dropped
+(also logged at debug, and kept in ``client.audio_interrupted_ms``). ``EndFrame`` plays out the
+queued audio and ``audio_out_end_silence_secs`` of silence, then closes with 1000;
+``CancelFrame`` closes at once. Both ``send`` calls return once the client is disconnected.
+Received audio reaches ``input()`` only with ``audio_in_enabled``, whole sample frames only
+(``transports/streams.py``, ``AudioInputGate``).
 """
 
 from __future__ import annotations
@@ -35,7 +46,9 @@ from wavewire.adapters.anyio_server import listen_anyio
 from wavewire.adapters.asyncio_server import listen_asyncio
 from wavewire.adapters.errors import ConnectionClosed
 from wavewire.adapters.sink import DriverFactory, ListenOptions, ServerDriver
+from wavewire.core.audio import AudioBufferFull
 from wavewire.core.events import (
+    AudioInterrupted,
     ClientConnected,
     ClientDisconnected,
     ClientRejected,
@@ -48,11 +61,11 @@ from wavewire.core.events import (
     ServerEvent,
     SessionTimeout,
 )
-from wavewire.core.frames import Frame, InputAudioRawFrame
+from wavewire.core.frames import CancelFrame, EndFrame, Frame
 from wavewire.core.server import ServerProtocol
 from wavewire.transports.events import EventHandlers
 from wavewire.transports.params import WebsocketServerParams
-from wavewire.transports.streams import FrameInput, FrameOutput
+from wavewire.transports.streams import AudioInputGate, FrameInput, FrameOutput, check_output
 
 __all__ = ["ClientHandle", "DriverName", "WebsocketServerTransport"]
 
@@ -65,6 +78,7 @@ DriverName = Literal["anyio", "asyncio"]
 DRIVERS: dict[str, DriverFactory] = {"anyio": listen_anyio, "asyncio": listen_asyncio}
 
 SERVER_EVENTS = (
+    "on_audio_interrupted",
     "on_client_connected",
     "on_client_disconnected",
     "on_session_timeout",
@@ -84,6 +98,8 @@ class ClientHandle:
         self.disconnect: ClientDisconnected | None = None
         self._inbox: tuple[MemoryObjectSendStream[Frame], MemoryObjectReceiveStream[Frame]] | None
         self._inbox = None
+        #: Milliseconds of queued output audio each ``InterruptionFrame`` dropped, in order.
+        self.audio_interrupted_ms: list[float] = []
 
     @property
     def id(self) -> ConnectionId:
@@ -125,11 +141,21 @@ class ClientHandle:
         return FrameOutput(self._send)
 
     async def _send(self, frame: Frame) -> None:
+        check_output(frame, self._transport.params.audio_out_enabled)
         if self.disconnect is not None:
             raise ConnectionClosed(f"client {self.id} is disconnected")
         driver = self._transport._driver_or_raise()
-        driver.send_frame(self.id, frame)
-        await driver.drain(self.id)
+        while True:
+            try:
+                driver.send_frame(self.id, frame)
+                break
+            except AudioBufferFull:
+                # The queue is full: wait until the timer has sent enough chunks, then retry.
+                await driver.wait_audio_writable(self.id)
+        if isinstance(frame, EndFrame | CancelFrame):
+            await self._gone.wait()  # after the drain (EndFrame) and the close handshake
+        else:
+            await driver.drain(self.id)
 
     def __repr__(self) -> str:
         return f"<ClientHandle id={self.id} remote={self.remote!r} path={self.path!r}>"
@@ -175,6 +201,7 @@ class WebsocketServerTransport:
         self._inbox_send: MemoryObjectSendStream[Frame] | None = None
         self._inbox_receive: MemoryObjectReceiveStream[Frame] | None = None
         self._open_receives: set[MemoryObjectReceiveStream[Frame]] = set()
+        self._audio_in = AudioInputGate(self.params.audio_in_enabled, logger)
 
     # --- event handlers ----------------------------------------------------------------------
 
@@ -276,6 +303,11 @@ class WebsocketServerTransport:
         return tuple(h for h in self._handles.values() if h.connected)
 
     @property
+    def audio_in_dropped(self) -> int:
+        """Received audio frames dropped because they held a partial sample frame."""
+        return self._audio_in.dropped
+
+    @property
     def address(self) -> tuple[str, int]:
         """The bound address (read the port from here when listening on port 0)."""
         return self._driver_or_raise().local_address
@@ -302,6 +334,16 @@ class WebsocketServerTransport:
                 if self._current is handle:
                     self._current = None
                 self._queue("on_client_disconnected", handle)
+            elif isinstance(event, AudioInterrupted):
+                logger.debug(
+                    "client %d: interrupted, %.1f ms of queued audio dropped",
+                    event.connection.id,
+                    event.dropped_ms,
+                )
+                interrupted = self._handles.get(event.connection.id)
+                if interrupted is not None:
+                    interrupted.audio_interrupted_ms.append(event.dropped_ms)
+                    self._queue("on_audio_interrupted", interrupted, event.dropped_ms)
             elif isinstance(event, SessionTimeout):
                 self._queue("on_session_timeout", self._handles[event.connection.id])
             elif isinstance(event, ClientRejected):
@@ -360,8 +402,8 @@ class WebsocketServerTransport:
         disconnect = handle.disconnect
         if disconnect is not None and disconnect.cause is DisconnectCause.REPLACED:
             return None  # a replaced client's last input is stale, like its dropped output
-        if isinstance(event.frame, InputAudioRawFrame) and not self.params.audio_in_enabled:
-            return None  # as Pipecat: audio input is off unless enabled
+        if not self._audio_in.admit(event.frame, f"client {event.connection.id}"):
+            return None  # audio input off (as Pipecat), or not whole samples (counted)
         return handle._inbox[0] if handle._inbox is not None else self._inbox_send
 
     def _driver_or_raise(self) -> ServerDriver:
@@ -370,6 +412,7 @@ class WebsocketServerTransport:
         return self._driver
 
     async def _send_current(self, frame: Frame) -> None:
+        check_output(frame, self.params.audio_out_enabled)
         handle = self._current
         if handle is None:
             await anyio.lowlevel.checkpoint()  # dropped; still a checkpoint for send loops

@@ -1,15 +1,20 @@
-"""The application's ends of a transport: frames in (``FrameInput``) and out (``FrameOutput``)."""
+"""The application's ends of a transport: frames in (``FrameInput``) and out (``FrameOutput``),
+and the audio rules both transports apply on the way (``AudioInputGate``, ``check_output``)."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream
 
-from wavewire.core.frames import Frame
+from wavewire.core.frames import PCM16_SAMPLE_WIDTH, AudioRawFrame, Frame, InputAudioRawFrame
 
-__all__ = ["FrameInput", "FrameOutput"]
+__all__ = ["AUDIO_DROP_LOG_EVERY", "AudioInputGate", "FrameInput", "FrameOutput", "check_output"]
+
+#: A malformed input audio frame is logged for the first drop, then once per this many.
+AUDIO_DROP_LOG_EVERY = 100
 
 
 class FrameInput:
@@ -36,11 +41,68 @@ class FrameInput:
 
 
 class FrameOutput:
-    """Sends frames to a client, in order; ``send`` waits while that client's output buffer
-    is full (so memory stays bounded)."""
+    """Sends frames to a peer, in order.
+
+    ``send`` waits while that peer's output is full: its audio queue (``audio_out_max_queued_secs``
+    of audio, which the core drains at real time) or its socket buffer (``max_output_buffer``
+    bytes). So memory stays bounded however fast the application produces. Sending audio
+    without ``audio_out_enabled`` is a ``ValueError``.
+    """
 
     def __init__(self, send: Callable[[Frame], Awaitable[None]]) -> None:
         self._send = send
 
     async def send(self, frame: Frame) -> None:
         await self._send(frame)
+
+
+def check_output(frame: Frame, audio_out_enabled: bool) -> None:
+    """``ValueError`` for audio sent while audio output is disabled (a configuration mistake,
+    raised rather than silently dropped)."""
+    if isinstance(frame, AudioRawFrame) and not audio_out_enabled:
+        raise ValueError(
+            f"cannot send {type(frame).__name__}: audio output is disabled; set "
+            "audio_out_enabled=True (and audio_out_sample_rate to the audio's rate) in the "
+            "transport's params"
+        )
+
+
+class AudioInputGate:
+    """Which received audio frames reach ``input()``.
+
+    Audio is dropped, silently, unless ``audio_in_enabled`` (Pipecat's behaviour). An audio
+    frame whose byte count is not a whole number of sample frames (``num_channels`` 16-bit
+    samples) cannot be played or resampled: it is dropped, counted in ``dropped``, and logged
+    on the first drop and then once per ``AUDIO_DROP_LOG_EVERY``, so that a broken peer cannot
+    flood the log. A frame that passes keeps the rate and channel count it was received with:
+    the wire's (protobuf), or the serializer's configured ones (raw PCM, checked against
+    ``audio_in_sample_rate``/``audio_in_channels`` when the transport is made).
+    """
+
+    def __init__(self, enabled: bool, logger: logging.Logger) -> None:
+        self.enabled = enabled
+        self._logger = logger
+        #: Audio frames dropped for a partial sample, since the transport was made.
+        self.dropped = 0
+
+    def admit(self, frame: Frame, peer: str) -> bool:
+        """True if ``frame`` goes on to ``input()``."""
+        if not isinstance(frame, InputAudioRawFrame):
+            return True
+        if not self.enabled:
+            return False
+        frame_bytes = frame.num_channels * PCM16_SAMPLE_WIDTH
+        if len(frame.audio) % frame_bytes == 0:
+            return True
+        self.dropped += 1
+        if self.dropped % AUDIO_DROP_LOG_EVERY == 1 or AUDIO_DROP_LOG_EVERY == 1:
+            self._logger.warning(
+                "%s: input audio dropped: %d bytes is not a whole number of %d-byte sample"
+                " frames (%d dropped so far; logged once per %d)",
+                peer,
+                len(frame.audio),
+                frame_bytes,
+                self.dropped,
+                AUDIO_DROP_LOG_EVERY,
+            )
+        return False
