@@ -556,3 +556,42 @@ def test_bytes_after_the_end_are_discarded() -> None:
     raw.at(T0 + 2)  # keepalive timeout: the connection is aborted
     raw.server.receive_data(raw.cid, masked(Opcode.CLOSE, b"\x03\xe8"), raw.now)
     assert raw.disconnected().cause is DisconnectCause.KEEPALIVE_TIMEOUT
+
+
+def test_violation_right_behind_a_message_fails_after_a_grace() -> None:
+    from wavewire.core.connection import FAILURE_GRACE
+
+    raw = RawServer()
+    # Autobahn 3.2: a valid message, then a frame with RSV1 set, then a ping, in one read.
+    rsv1 = bytes((0xC1, 0x80)) + FIXED_MASK
+    transmit = raw.feed(masked(Opcode.TEXT, b'{"a": 1}') + rsv1 + masked(Opcode.PING, b""))
+    assert transmit is None  # nothing yet: no pong for what follows the violation
+    [event] = raw.server.events_received()
+    assert isinstance(event, FrameReceived)
+    raw.server.send_message(raw.cid, "echo")  # the application answers within the grace
+    echo = raw.out()
+    assert echo is not None
+    assert echo.data == b"\x81\x04echo"
+    assert raw.server.next_deadline() == T0 + FAILURE_GRACE
+    failed = raw.at(T0 + FAILURE_GRACE)
+    assert failed is not None
+    assert failed.close
+    assert failed.data == close_frame(1002, b"protocol error")
+    assert raw.disconnected().cause is DisconnectCause.PROTOCOL_ERROR
+
+
+def test_input_during_the_grace_fails_at_once() -> None:
+    raw = RawServer()
+    raw.feed(masked(Opcode.TEXT, b"{}") + bytes((0xC1, 0x80)) + FIXED_MASK)
+    transmit = raw.feed(masked(Opcode.TEXT, b"{}"))
+    assert transmit is not None
+    assert transmit.close
+    assert raw.disconnected().code == 1002
+
+
+def test_closing_during_the_grace_cancels_its_timer() -> None:
+    raw = RawServer(close_timeout=5)
+    raw.feed(masked(Opcode.TEXT, b"{}") + bytes((0xC1, 0x80)) + FIXED_MASK)
+    raw.server.close(raw.cid, T0, 1000)
+    raw.out()
+    assert raw.server.next_deadline() == T0 + 5

@@ -13,7 +13,7 @@ from wsproto.frame_protocol import Opcode, RsvBits
 
 from wavewire.core.client import ClientProtocol
 from wavewire.core.config import ClientConfig, ServerConfig
-from wavewire.core.connection import State
+from wavewire.core.connection import FAILURE_GRACE, State
 from wavewire.core.events import (
     ClientDisconnected,
     Connected,
@@ -109,6 +109,9 @@ class DeflateServer:
 
     def failed_with(self, data: bytes) -> int:
         out = self.feed(data)
+        if not out:  # a violation right behind a valid message fails after FAILURE_GRACE
+            self.server.handle_timer(T0 + FAILURE_GRACE)
+            out = b"".join(t.data for t in self.server.data_to_send())
         [event] = [e for e in self.server.events_received() if isinstance(e, ClientDisconnected)]
         assert out[:1] == b"\x88"  # our close frame carries the same code
         assert int.from_bytes(out[2:4], "big") == event.code

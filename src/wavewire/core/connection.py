@@ -78,6 +78,11 @@ TRANSITIONS: dict[tuple[State, Trigger], State] = {
     (State.CLOSING, Trigger.ENDED): State.CLOSED,
 }
 
+#: Seconds a connection stays open after a violation that arrived right behind valid messages
+#: in the same read: the application can still answer them (Autobahn 3.2, 4.1.3, 5.15 expect
+#: the echo before the close). Nothing more is read meanwhile.
+FAILURE_GRACE = 0.1
+
 #: Close codes an application may send (RFC 6455 section 7.4; 1004-1006 and 1015 are reserved).
 _SENDABLE_CODES = frozenset((1000, 1001, 1002, 1003, *range(1007, 1015), *range(3000, 5000)))
 
@@ -187,6 +192,9 @@ class Connection:
         self._ping_at: float | None = None
         self._pong_deadline: float | None = None
         self._ping_payload: bytes | None = None
+        # A peer violation whose failure waits FAILURE_GRACE behind the messages before it.
+        self._deferred_failure: CloseReason | None = None
+        self._failure_at: float | None = None
         self._pings_sent = 0
         #: Set once upgraded, for the owner: the request (server) or response (client).
         self.upgrade: Upgraded | HandshakeAccepted | None = None
@@ -200,6 +208,8 @@ class Connection:
             return
         if self.state is State.CONNECTING:
             self._receive_handshake(data, now)
+        elif self._deferred_failure is not None:
+            self._fail_deferred()  # more input after a violation: no more grace
         elif self.state is not State.CLOSED:
             assert self._ws is not None
             # Once the close frames have crossed, what still arrives is discarded (RFC 6455 7.1.1).
@@ -233,6 +243,9 @@ class Connection:
             if self._open_deadline is not None and now >= self._open_deadline:
                 self._abort_handshake("opening handshake timed out", HandshakeTimeout)
         elif self.state is State.OPEN:
+            if self._failure_at is not None and now >= self._failure_at:
+                self._fail_deferred()
+                return
             if self._pong_deadline is not None and now >= self._pong_deadline:
                 self._fail(
                     CloseReason.INTERNAL_ERROR, DisconnectCause.KEEPALIVE_TIMEOUT, abort=True
@@ -313,7 +326,8 @@ class Connection:
         if self.state is State.CONNECTING:
             return self._open_deadline
         if self.state is State.OPEN:
-            deadlines = [d for d in (self._ping_at, self._pong_deadline) if d is not None]
+            timers = (self._ping_at, self._pong_deadline, self._failure_at)
+            deadlines = [d for d in timers if d is not None]
             return min(deadlines) if deadlines else None
         if self.state is State.CLOSING:
             return self._close_deadline
@@ -382,6 +396,7 @@ class Connection:
     def _process_frames(self, now: float) -> None:
         ws = self._ws
         assert ws is not None
+        delivered = False
         for event in ws.events():
             if isinstance(event, Message):
                 self._parts.append(event.data)
@@ -393,6 +408,7 @@ class Connection:
                     else:
                         joined = b"".join(p for p in parts if isinstance(p, bytes | bytearray))
                     self._events.append(MessageIn(joined))
+                    delivered = True
             elif isinstance(event, Ping):
                 if ws.state is WsState.OPEN:  # no pong once our close frame is out (5.5.2)
                     self._out += ws.send(event.response())
@@ -402,7 +418,12 @@ class Connection:
                     self._pong_deadline = None
             else:
                 assert isinstance(event, CloseConnection)
-                if ws.failure is not None:
+                if ws.failure is not None and delivered:
+                    # Valid messages came just before the violation: read no further, and fail
+                    # a moment later, so the application can still answer what it accepted.
+                    self._deferred_failure = CloseReason(ws.failure.code)
+                    self._failure_at = now + FAILURE_GRACE
+                elif ws.failure is not None:
                     self._fail(CloseReason(ws.failure.code), DisconnectCause.PROTOCOL_ERROR)
                 else:
                     self._peer_closed(event, now)
@@ -436,9 +457,15 @@ class Connection:
         self._arm_close_timer(now)
 
     def _arm_close_timer(self, now: float) -> None:
-        self._ping_at = self._pong_deadline = None
+        self._ping_at = self._pong_deadline = self._failure_at = None
         if self._limits.close_timeout is not None:
             self._close_deadline = now + self._limits.close_timeout
+
+    def _fail_deferred(self) -> None:
+        code = self._deferred_failure
+        assert code is not None
+        self._deferred_failure = self._failure_at = None
+        self._fail(code, DisconnectCause.PROTOCOL_ERROR)
 
     def _fail(self, code: CloseReason, cause: DisconnectCause, *, abort: bool = False) -> None:
         """Fail the WebSocket connection (RFC 6455 7.1.7): close frame if possible, then TCP."""
@@ -454,7 +481,8 @@ class Connection:
             self._out.clear()
             self._drop_pending = True
         self._close_socket = True
-        self._ping_at = self._pong_deadline = self._close_deadline = None
+        self._ping_at = self._pong_deadline = self._close_deadline = self._failure_at = None
+        self._deferred_failure = None
         self._parts = []
         self._move(Trigger.ENDED)
         self._events.append(end)
