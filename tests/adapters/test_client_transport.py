@@ -495,3 +495,57 @@ def test_cli_connect_failure_is_one_line_and_exit_1() -> None:
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"wavewire: cannot connect to 127.0.0.1:{port}")
+
+
+@pytest.mark.anyio
+async def test_protocol_error_right_after_the_101_closes_the_socket() -> None:
+    # A server that answers the upgrade and, in the same write, sends a reserved opcode: the
+    # client must fail the connection (1002) and close its socket, not wait for the server.
+    import base64
+    import hashlib
+
+    import anyio.abc
+
+    async def bad_server(stream: anyio.abc.SocketStream) -> None:
+        async with stream:
+            head = b""
+            while b"\r\n\r\n" not in head:
+                head += await stream.receive()
+            key = next(
+                line.split(b":", 1)[1].strip()
+                for line in head.split(b"\r\n")
+                if line.lower().startswith(b"sec-websocket-key")
+            )
+            accept = base64.b64encode(
+                hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest()
+            )
+            await stream.send(
+                b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n" + b"\x83\x00"
+            )
+            with anyio.move_on_after(5):
+                try:
+                    while await stream.receive():
+                        pass
+                except (anyio.EndOfStream, anyio.BrokenResourceError):
+                    pass  # the client closed its side, as it must
+
+    with anyio.fail_after(5):
+        listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
+        async with listener, anyio.create_task_group() as tg:
+            tg.start_soon(listener.serve, bad_server)
+            port = listener.extra(anyio.abc.SocketAttribute.local_port)
+            started = anyio.current_time()
+            transport = WebsocketClientTransport(
+                f"ws://127.0.0.1:{port}/", WebsocketClientParams(add_wav_header=False)
+            )
+            gone: list[int] = []
+            transport.add_event_handler(
+                "on_disconnected", lambda t, c: gone.append(c.disconnect.code)
+            )
+            async with transport:
+                async for _ in transport.input():
+                    pass
+            assert gone == [1002]
+            assert anyio.current_time() - started < 2  # not the 10 s close timeout
+            tg.cancel_scope.cancel()

@@ -363,6 +363,16 @@ async def _handshake(
     ``Connected`` on, or raise the ``ConnectFailed`` error."""
     events: list[ClientEvent] = []
     while True:
+        # The outcome first: once connected, whatever the core has still to write (frames, or a
+        # close if the server's first frames broke the protocol) goes through the driver's flush,
+        # which honours drop_pending and close; here only the request is written.
+        events += protocol.events_received()
+        if events:
+            first = events[0]
+            if isinstance(first, ConnectFailed):
+                raise first.error
+            assert isinstance(first, Connected)
+            return events[1:]
         for transmit in protocol.data_to_send():
             if not transmit.data:
                 continue
@@ -373,13 +383,6 @@ async def _handshake(
                     protocol.connection_lost(anyio.current_time())
             if scope.cancelled_caught:
                 protocol.connection_lost(anyio.current_time())
-        events += protocol.events_received()
-        if events:
-            first = events[0]
-            if isinstance(first, ConnectFailed):
-                raise first.error
-            assert isinstance(first, Connected)
-            return events[1:]
         deadline = protocol.next_deadline()
         data = b""
         eof = lost = False
