@@ -36,6 +36,7 @@ from wavewire.core.frames import (
     OutputAudioRawFrame,
     OutputTransportMessageFrame,
     TextFrame,
+    TTSStoppedFrame,
 )
 from wavewire.core.serializers import ProtobufFrameSerializer, RawFrameSerializer
 from wavewire.core.serializers.base import FrameSerializer
@@ -338,6 +339,8 @@ async def send_audio(source: WavSource, output: FrameOutput, chunk_ms: int) -> N
                 audio=chunk, sample_rate=source.sample_rate, num_channels=source.num_channels
             )
         )
+    # The end of the utterance: the output pads and sends the last partial chunk.
+    await output.send(TTSStoppedFrame())
 
 
 async def receive(frames: FrameInput, recording: Recording, heard: list[float]) -> None:
