@@ -198,7 +198,6 @@ def test_one_hour_stream_has_zero_drift() -> None:
     out = make(16000, max_queued_seconds=5.0)
     second = pcm(16000)
     n_chunks = 90_000
-    started = time.perf_counter()
     dues: list[float] = []
     written = 0
     now = T0
@@ -214,9 +213,7 @@ def test_one_hour_stream_has_zero_drift() -> None:
             assert isinstance(item, AudioChunk)
             assert item.due == now  # sent exactly when due
             dues.append(item.due)
-    elapsed = time.perf_counter() - started
     assert len(dues) == n_chunks
-    assert elapsed < 2.0
     worst = max(ulps(d, exact_due(T0, k, out)) for k, d in enumerate(dues))
     assert worst <= 1  # each due time is the exact t0 + k*d rounded once: no accumulation
     span = Fraction(dues[-1]) - Fraction(dues[0])
