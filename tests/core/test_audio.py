@@ -12,7 +12,6 @@ import io
 import itertools
 import math
 import struct
-import time
 import wave
 from fractions import Fraction
 
