@@ -97,11 +97,22 @@ async def echo_raw(frames: FrameInput, output: FrameOutput) -> None:
 
 
 async def echo(frames: FrameInput, output: FrameOutput) -> None:
-    """Send back every frame of ``frames`` that has an echo, in order."""
+    """Send back every frame of ``frames`` that has an echo, in order.
+
+    A frame the output cannot take (audio at another rate than the server's) is dropped and
+    logged once per client: a client's mistake must not stop the server.
+    """
+    warned = False
     async for frame in frames:
         reply = echo_frame(frame)
-        if reply is not None:
+        if reply is None:
+            continue
+        try:
             await output.send(reply)
+        except ValueError as exc:
+            if not warned:
+                logger.warning("not echoed (and no further warning for this client): %s", exc)
+                warned = True
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -150,7 +161,11 @@ def build_parser() -> argparse.ArgumentParser:
     connect.add_argument("--serializer", choices=("protobuf", "raw"), default="protobuf")
     connect.add_argument("--backend", choices=("asyncio", "trio"), default="asyncio")
     connect.add_argument(
-        "--chunk-ms", type=int, default=20, metavar="MS", help="audio per message (20)"
+        "--chunk-ms",
+        type=int,
+        default=20,
+        metavar="MS",
+        help="audio per send (20); the wire carries 40 ms messages, paced",
     )
     connect.add_argument(
         "--linger",

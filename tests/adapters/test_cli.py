@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import anyio
@@ -104,3 +105,24 @@ def test_cli_options_map_to_params() -> None:
     assert params.session_timeout == 30.0
     assert params.client_policy == "multi"
     assert type(params.serializer).__name__ == "RawFrameSerializer"
+
+
+def test_echo_survives_audio_it_cannot_send(caplog: pytest.LogCaptureFixture) -> None:
+    from wavewire.cli import echo
+
+    sent: list[object] = []
+
+    class Output:
+        async def send(self, frame: object) -> None:
+            if isinstance(frame, OutputAudioRawFrame) and frame.sample_rate != 16000:
+                raise ValueError("audio at 24000 Hz cannot be sent on a 16000 Hz output")
+            sent.append(frame)
+
+    async def frames() -> AsyncIterator[object]:
+        for _ in range(3):
+            yield InputAudioRawFrame(audio=b"\0\0", sample_rate=24000)
+        yield TextFrame(text="still here")
+
+    anyio.run(echo, frames(), Output())  # type: ignore[arg-type]
+    assert [type(f).__name__ for f in sent] == ["TextFrame"]
+    assert len([r for r in caplog.records if "not echoed" in r.message]) == 1

@@ -135,3 +135,13 @@ def test_connection_info_header_lookup_and_rejection_error() -> None:
         b"no",
     )
     assert "401" in str(error)
+
+
+def test_audio_out_config_is_validated_on_creation() -> None:
+    from wavewire.core.config import AudioOutConfig
+
+    with pytest.raises(ValueError, match="sample_rate"):
+        AudioOutConfig(sample_rate=50)
+    with pytest.raises(ValueError, match="chunks_10ms"):
+        AudioOutConfig(chunks_10ms=0)
+    assert AudioOutConfig(sample_rate=16000).sample_rate == 16000

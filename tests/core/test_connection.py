@@ -589,9 +589,12 @@ def test_input_during_the_grace_fails_at_once() -> None:
     assert raw.disconnected().code == 1002
 
 
-def test_closing_during_the_grace_cancels_its_timer() -> None:
+def test_closing_during_the_grace_reports_the_violation() -> None:
     raw = RawServer(close_timeout=5)
     raw.feed(masked(Opcode.TEXT, b"{}") + bytes((0xC1, 0x80)) + FIXED_MASK)
     raw.server.close(raw.cid, T0, 1000)
-    raw.out()
-    assert raw.server.next_deadline() == T0 + 5
+    transmit = raw.out()
+    assert transmit is not None
+    assert transmit.close
+    assert transmit.data == close_frame(1002, b"protocol error")
+    assert raw.disconnected().cause is DisconnectCause.PROTOCOL_ERROR

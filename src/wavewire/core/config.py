@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
+from .audio import AudioOutput
 from .serializers.base import FrameSerializer
 from .serializers.protobuf import ProtobufFrameSerializer
 
@@ -86,7 +87,7 @@ def check_headers(headers: Sequence[tuple[str, str]]) -> tuple[tuple[str, str], 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AudioOutConfig:
-    """Output audio: its format and pacing (see ``core/audio.py``). Validated on first use."""
+    """Output audio: its format and pacing (see ``core/audio.py``), validated on creation."""
 
     sample_rate: int = 24000
     num_channels: int = 1
@@ -100,6 +101,18 @@ class AudioOutConfig:
     add_wav_header: bool = False
     #: Most seconds of audio queued before sends are refused with ``AudioBufferFull``.
     max_queued_seconds: float = 30.0
+
+    def __post_init__(self) -> None:
+        # Build a scheduler once, so a bad value fails here, not at the first client.
+        AudioOutput(
+            sample_rate=self.sample_rate,
+            num_channels=self.num_channels,
+            chunks_10ms=self.chunks_10ms,
+            lead=self.lead,
+            end_silence_secs=self.end_silence_secs,
+            add_wav_header=self.add_wav_header,
+            max_queued_seconds=self.max_queued_seconds,
+        )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -122,7 +135,7 @@ class _ConnectionLimits:
     ping_timeout: float | None = 20.0
     #: Turns messages into frames and back (Pipecat's protobuf format by default).
     serializer: FrameSerializer = field(default_factory=ProtobufFrameSerializer)
-    #: Paced output audio; None: audio frames are refused and everything is sent at once.
+    #: Paced output audio; None: no pacing, every frame (audio included) is sent at once.
     audio_out: AudioOutConfig | None = None
     #: permessage-deflate (RFC 7692): a server accepts a client's offer, a client offers it.
     #: Off by default: audio does not compress, and compression costs memory and CPU per

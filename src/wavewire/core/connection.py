@@ -301,6 +301,8 @@ class Connection:
         check_close(code, reason)
         if self.state is State.CONNECTING:
             self._abort_handshake("handshake aborted by the application", HandshakeError)
+        elif self._deferred_failure is not None:
+            self._fail_deferred()  # the peer's violation came first: it decides the close
         elif self.state is State.OPEN:
             if drop_pending:
                 self._out.clear()
@@ -467,7 +469,7 @@ class Connection:
         self._arm_close_timer(now)
 
     def _arm_close_timer(self, now: float) -> None:
-        self._ping_at = self._pong_deadline = self._failure_at = None
+        self._ping_at = self._pong_deadline = None
         if self._limits.close_timeout is not None:
             self._close_deadline = now + self._limits.close_timeout
 
