@@ -17,6 +17,7 @@ from wavewire.core.frames import (
     EndFrame,
     Frame,
     InputAudioRawFrame,
+    InputDTMFFrame,
     InputTransportMessageFrame,
     InterruptionFrame,
     OutputAudioRawFrame,
@@ -24,7 +25,9 @@ from wavewire.core.frames import (
     OutputTransportMessageUrgentFrame,
     TextFrame,
     TranscriptionFrame,
+    TTSStoppedFrame,
 )
+from wavewire.core.handshake import Accept, HandshakeRequest, HttpRequest, HttpResponse, Reject
 from wavewire.core.serializers import (
     FrameSerializer,
     ProtobufFrameSerializer,
@@ -43,6 +46,7 @@ from wavewire.transports.client import ClientConnection, WebsocketClientTranspor
 from wavewire.transports.params import ReconnectPolicy, WebsocketClientParams
 
 __all__ = [
+    "Accept",
     "AudioRawFrame",
     "CancelFrame",
     "ClientConnection",
@@ -56,8 +60,12 @@ __all__ = [
     "FrameSerializer",
     "HandshakeError",
     "HandshakeRejected",
+    "HandshakeRequest",
     "HandshakeTimeout",
+    "HttpRequest",
+    "HttpResponse",
     "InputAudioRawFrame",
+    "InputDTMFFrame",
     "InputTransportMessageFrame",
     "InterruptionFrame",
     "InvalidHandshake",
@@ -68,7 +76,9 @@ __all__ = [
     "ProtobufFrameSerializer",
     "RawFrameSerializer",
     "ReconnectPolicy",
+    "Reject",
     "SerializationError",
+    "TTSStoppedFrame",
     "TextFrame",
     "TranscriptionFrame",
     "TransportParams",

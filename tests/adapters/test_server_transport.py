@@ -433,3 +433,30 @@ async def test_shutdown_is_bounded_when_a_handler_never_returns(driver: DriverNa
             await entered.wait()
             started = anyio.current_time()
         assert anyio.current_time() - started < 1.5
+
+
+@pytest.mark.anyio
+async def test_authentication_hook_refuses_a_bad_token_before_the_upgrade() -> None:
+    import hmac
+
+    import wavewire
+
+    secret = "s3cret"
+
+    def authenticate(request: wavewire.HandshakeRequest) -> wavewire.Accept | wavewire.Reject:
+        token = (request.query.get("token") or [""])[0]
+        if hmac.compare_digest(token.encode(), secret.encode()):
+            return wavewire.Accept()
+        return wavewire.Reject(status_code=401, body=b"bad token")
+
+    params = wavewire.WebsocketServerParams(handshake_hook=authenticate)
+    with anyio.fail_after(5):
+        async with wavewire.WebsocketServerTransport(params, host="127.0.0.1", port=0) as server:
+            base = f"ws://127.0.0.1:{server.port}/"
+            with pytest.raises(wavewire.HandshakeRejected) as refused:
+                async with wavewire.WebsocketClientTransport(base + "?token=nope"):
+                    pass
+            assert refused.value.status_code == 401
+            assert refused.value.body == b"bad token"
+            async with wavewire.WebsocketClientTransport(base + "?token=s3cret") as client:
+                assert client.connection is not None

@@ -18,6 +18,7 @@ from wavewire.core.config import (
     ServerConfig,
 )
 from wavewire.core.errors import HandshakeRejected
+from wavewire.core.handshake import Accept, HandshakeRequest, HttpRequest, HttpResponse, Reject
 from wavewire.core.serializers.base import FrameSerializer
 from wavewire.core.serializers.protobuf import ProtobufFrameSerializer
 
@@ -155,6 +156,15 @@ class WebsocketServerParams(TransportParams):
     max_input_queue: int = 64
     #: permessage-deflate (RFC 7692), off by default: audio does not compress.
     compression: bool = False
+    #: Decides each valid upgrade request before it is accepted: return ``Accept(...)`` (with a
+    #: subprotocol or extra headers) or ``Reject(status_code=401, ...)``. The place for
+    #: authentication (compare tokens with ``hmac.compare_digest``). Runs inside the core:
+    #: quick, synchronous, no I/O.
+    handshake_hook: Callable[[HandshakeRequest], Accept | Reject] | None = None
+    #: Answers plain HTTP requests on the same port (a health check, a demo page).
+    http_handler: Callable[[HttpRequest], HttpResponse | None] | None = None
+    #: Subprotocols the server speaks, in order of preference.
+    subprotocols: Sequence[str] = ()
 
     def server_config(self) -> ServerConfig:
         """The core configuration these parameters describe (validated there)."""
@@ -171,6 +181,9 @@ class WebsocketServerParams(TransportParams):
             ping_interval=self.ping_interval,
             ping_timeout=self.ping_timeout,
             compression=self.compression,
+            handshake_hook=self.handshake_hook,
+            http_handler=self.http_handler,
+            subprotocols=self.subprotocols,
         )
 
 
