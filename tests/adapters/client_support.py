@@ -7,7 +7,6 @@ import os
 import socket
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,6 @@ from wavewire import (
     WebsocketServerTransport,
 )
 from wavewire.cli import echo
-from wavewire.core.config import ServerConfig
 from wavewire.core.handshake import Accept, HandshakeRequest, Reject
 from wavewire.transports.client import CLIENT_EVENTS
 
@@ -43,21 +41,9 @@ def client_params(**overrides: Any) -> WebsocketClientParams:
     return WebsocketClientParams(**settings)
 
 
-@dataclass(kw_only=True)
-class HookedServerParams(WebsocketServerParams):
-    """Server parameters with the core's ``handshake_hook``, which the transport's parameters
-    do not expose (yet)."""
-
-    handshake_hook: Callable[[HandshakeRequest], Accept | Reject] | None = None
-
-    def server_config(self) -> ServerConfig:
-        return dataclasses.replace(super().server_config(), handshake_hook=self.handshake_hook)
-
-
-def hooked_params(hook: Callable[[HandshakeRequest], Accept | Reject]) -> HookedServerParams:
-    base = make_params()
-    fields = {f.name: getattr(base, f.name) for f in dataclasses.fields(base)}
-    return HookedServerParams(**fields, handshake_hook=hook)
+def hooked_params(hook: Callable[[HandshakeRequest], Accept | Reject]) -> WebsocketServerParams:
+    """The test server's parameters with ``hook`` deciding each upgrade request."""
+    return dataclasses.replace(make_params(), handshake_hook=hook)
 
 
 class ClientRecorder:
