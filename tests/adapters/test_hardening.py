@@ -99,15 +99,8 @@ def core_connections(transport: WebsocketServerTransport) -> int:
 
 # --- 1. bursts of reconnects under replace --------------------------------------------------------
 
-BURST_BUG = (
-    "BUG: a replaced client whose 101 the anyio driver had not written yet never gets it: the "
-    "core's replacement Transmit has drop_pending (server.py _detach -> connection.py close("
-    "drop_pending=True)) and Outbox.drop_pending (outbox.py) discards the queued 101 with the "
-    "stale audio, so the old client reads a close frame as its HTTP response"
-)
 
-
-@pytest.mark.parametrize("driver_backend", matrix(**{"anyio-trio": BURST_BUG}), indirect=True)
+@pytest.mark.parametrize("driver_backend", matrix(), indirect=True)
 async def test_burst_of_twenty_handshakes_each_gets_its_101_then_one_survives(
     driver: DriverName,
 ) -> None:

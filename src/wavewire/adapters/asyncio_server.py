@@ -64,6 +64,8 @@ class _Link(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         #: Bytes held back while asyncio has paused writing (droppable, unlike its buffer).
         self.queue: deque[bytes] = deque()
+        #: The head of ``queue`` is the connection's first bytes (its handshake response).
+        self.protected = False
         #: Bytes handed to the transport, ever: with its buffer size, the progress measure.
         self.written = 0
         self.write_paused = False
@@ -110,6 +112,7 @@ class _Link(asyncio.Protocol):
         if self.queue and not self.closing:
             data = b"".join(self.queue)
             self.queue.clear()
+            self.protected = False
             self._write_now(data)  # may pause writing again, at once
         if self.close_requested and not self.queue:
             self.close_now()
@@ -121,12 +124,16 @@ class _Link(asyncio.Protocol):
         if self.closing or self.lost:
             return
         if self.write_paused or self.queue:
+            # The very first bytes are the handshake response: drop_pending must keep them.
+            self.protected = self.protected or (self.written == 0 and not self.queue)
             self.queue.append(data)
         else:
             self._write_now(data)
 
     def drop_pending(self) -> None:
+        kept = [self.queue[0]] if self.protected and self.queue else []
         self.queue.clear()
+        self.queue.extend(kept)
 
     def request_close(self) -> None:
         self.close_requested = True

@@ -37,6 +37,10 @@ class Outbox:
         self._close_timeout = close_timeout
         self._chunks: deque[bytes] = deque()
         self._queued = 0
+        # The first chunk ever queued is the opening-handshake response: drop_pending keeps it
+        # until it is written (1 while it waits at the head of _chunks, then 0).
+        self._protected = 0
+        self._puts = 0
         self._in_flight = 0
         self._wake = anyio.Event()
         self._progress = anyio.Event()
@@ -59,11 +63,16 @@ class Outbox:
             return
         self._chunks.append(data)
         self._queued += len(data)
+        if self._puts == 0:
+            self._protected = 1
+        self._puts += 1
         self._wake.set()
 
     def drop_pending(self) -> None:
+        kept = [self._chunks[0]] if self._protected else []
         self._chunks.clear()
-        self._queued = 0
+        self._chunks.extend(kept)
+        self._queued = sum(len(chunk) for chunk in kept)
         self._signal_progress()
 
     def request_close(self) -> None:
@@ -92,6 +101,7 @@ class Outbox:
                 if self._chunks:
                     data = b"".join(self._chunks)
                     self._chunks.clear()
+                    self._protected = 0
                     self._queued, self._in_flight = 0, len(data)
                     try:
                         with anyio.fail_after(self._write_timeout):

@@ -112,8 +112,9 @@ class Transmit:
     """What an adapter must do for one connection: write ``data``, then maybe close.
 
     ``drop_pending``: first discard whatever is queued for this connection and not yet written
-    (a replaced or aborted connection's stale audio). ``close``: after writing ``data``, close the
-    TCP connection; nothing more will come for this connection.
+    (a replaced or aborted connection's stale audio), except the connection's first bytes, its
+    opening-handshake response, which must still reach the peer. ``close``: after writing
+    ``data``, close the TCP connection; nothing more will come for this connection.
     """
 
     connection_id: ConnectionId
@@ -181,6 +182,8 @@ class Connection:
         self.state = State.CONNECTING
         self._ws: WsConnection | None = None
         self._out = bytearray()
+        # Bytes at the start of _out that are the server's 101 response, until taken.
+        self._unsent_response = 0
         self._drop_pending = False
         self._close_socket = False
         self._socket_gone = False
@@ -305,7 +308,9 @@ class Connection:
             self._fail_deferred()  # the peer's violation came first: it decides the close
         elif self.state is State.OPEN:
             if drop_pending:
-                self._out.clear()
+                # Never the opening-handshake response: without it the client cannot even read
+                # the close frame that follows (a client replaced in the same burst of reads).
+                del self._out[self._unsent_response :]
                 self._drop_pending = True
             self._start_close(code, reason, cause, now)
 
@@ -324,6 +329,7 @@ class Connection:
             return None
         transmit = Transmit(self.id, bytes(self._out), self._drop_pending, self._close_socket)
         self._out.clear()
+        self._unsent_response = 0
         self._drop_pending = False
         if self._close_socket:
             self._socket_gone = True  # after the close instruction, the socket is the adapter's
@@ -367,6 +373,7 @@ class Connection:
         else:
             if isinstance(outcome, Upgraded):
                 self._out += outcome.response
+                self._unsent_response = len(self._out)
             self._open(outcome, now)
 
     def _open(self, outcome: Upgraded | HandshakeAccepted, now: float) -> None:
