@@ -191,22 +191,10 @@ async def test_peer_vanishing_without_close_is_one_disconnect(driver: DriverName
 # --- 3. half-open TCP: keepalive with the writes stuck ----------------------------------------
 
 
-KEEPALIVE_ABORT_BUG = (
-    "BUG: the anyio driver cannot abort a write in progress: a keepalive timeout makes the core "
-    "abort the connection (Transmit drop_pending+close, ClientDisconnected at once) but "
-    "Outbox.run (adapters/outbox.py) stays blocked in stream.send() under "
-    "fail_after(write_timeout) and request_close() is only looked at after the send returns, "
-    "so with write_timeout=None the socket and its tasks are never closed (wait_done never "
-    "returns; the asyncio driver aborts it within close_timeout)"
-)
-
-
 @pytest.mark.parametrize("write_timeout", [1.0, None])
 async def test_half_open_peer_is_dropped_by_keepalive_while_writes_are_stuck(
-    driver: DriverName, write_timeout: float | None, request: pytest.FixtureRequest
+    driver: DriverName, write_timeout: float | None
 ) -> None:
-    if write_timeout is None and driver == "anyio":
-        request.applymarker(pytest.mark.xfail(strict=True, reason=KEEPALIVE_ABORT_BUG))
     interval, timeout, close_timeout = 0.3, 0.3, 0.5
     params = make_params(
         ping_interval=interval,

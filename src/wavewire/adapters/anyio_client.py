@@ -221,11 +221,7 @@ class AnyioClientDriver:
 
     def _flush(self) -> None:
         for transmit in self.protocol.data_to_send():
-            if transmit.drop_pending:
-                self._outbox.drop_pending()
-            self._outbox.put(transmit.data)
-            if transmit.close:
-                self._outbox.request_close()
+            self._outbox.apply(transmit)
         self._route(self.protocol.events_received())
         deadline = self.protocol.next_deadline()
         if deadline != self._armed:

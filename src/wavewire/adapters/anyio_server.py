@@ -183,11 +183,7 @@ class AnyioServerDriver:
             connection = self._connections.get(transmit.connection_id)
             if connection is None:
                 continue
-            if transmit.drop_pending:
-                connection.outbox.drop_pending()
-            connection.outbox.put(transmit.data)
-            if transmit.close:
-                connection.outbox.request_close()
+            connection.outbox.apply(transmit)
         events: list[ServerEvent] = []
         for event in self.protocol.events_received():
             if isinstance(event, FrameReceived):

@@ -3,7 +3,8 @@
 The flush choke point puts bytes here synchronously; ``run`` is the connection's only writer, so
 writes never interleave. ``drop_pending`` discards what is queued and not yet written (a replaced
 client's stale audio). A write that makes no progress for ``write_timeout`` seconds (a peer that
-stopped reading) fails the connection instead of blocking forever.
+stopped reading) fails the connection instead of blocking forever; an abort from the core (drop
+and close, nothing to write: a keepalive or close timeout) also cancels a write in progress.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from collections.abc import Callable
 import anyio
 import anyio.abc
 import anyio.lowlevel
+
+from wavewire.core.connection import Transmit
 
 __all__ = ["Outbox"]
 
@@ -48,8 +51,10 @@ class Outbox:
         self.close_requested = False
         #: The socket is closed (or failed); nothing more is written.
         self.closed = False
-        #: A write failed or timed out (the socket was aborted, not closed after writing).
+        #: A write failed or timed out, or the core aborted (the socket is closed forcefully).
         self.failed = False
+        # The write in progress, for abort() to cancel.
+        self._send_scope: anyio.CancelScope | None = None
 
     @property
     def pending(self) -> int:
@@ -57,6 +62,25 @@ class Outbox:
         return self._queued + self._in_flight
 
     # --- called from the flush choke point (synchronous) -------------------------------------
+
+    def apply(self, transmit: Transmit) -> None:
+        """Carry out one of the core's ``Transmit`` instructions for this connection."""
+        if transmit.drop_pending:
+            self.drop_pending()
+        self.put(transmit.data)
+        if transmit.close and transmit.drop_pending and not transmit.data:
+            self.abort()  # the core gave up on the peer: do not wait for a stuck write
+        elif transmit.close:
+            self.request_close()
+
+    def abort(self) -> None:
+        """Close at once: cancel a write in progress, write nothing more, close forcefully."""
+        self.close_requested = self.failed = True
+        self._chunks.clear()
+        self._queued = 0
+        if self._send_scope is not None:
+            self._send_scope.cancel()
+        self._wake.set()
 
     def put(self, data: bytes) -> None:
         if self.closed or not data:
@@ -104,8 +128,9 @@ class Outbox:
                     self._protected = 0
                     self._queued, self._in_flight = 0, len(data)
                     try:
-                        with anyio.fail_after(self._write_timeout):
-                            await self._stream.send(data)
+                        with anyio.CancelScope() as self._send_scope:
+                            with anyio.fail_after(self._write_timeout):
+                                await self._stream.send(data)
                     except WRITE_ERRORS:
                         self.failed = True
                         self.closed = True
@@ -113,6 +138,9 @@ class Outbox:
                         return
                     finally:
                         self._in_flight = 0
+                        self._send_scope = None
+                    if self.failed:
+                        return  # aborted by the core mid-write: it already knows
                     self._signal_progress()
                 elif self.close_requested:
                     return
