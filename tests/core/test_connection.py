@@ -592,9 +592,10 @@ def test_input_during_the_grace_fails_at_once() -> None:
 def test_closing_during_the_grace_reports_the_violation() -> None:
     raw = RawServer(close_timeout=5)
     raw.feed(masked(Opcode.TEXT, b"{}") + bytes((0xC1, 0x80)) + FIXED_MASK)
-    raw.server.close(raw.cid, T0, 1000)
+    raw.server.close(raw.cid, T0, 4000, "bye")
     transmit = raw.out()
     assert transmit is not None
-    assert transmit.close
-    assert transmit.data == close_frame(1002, b"protocol error")
-    assert raw.disconnected().cause is DisconnectCause.PROTOCOL_ERROR
+    assert transmit.close  # at once: input stopped at the violation, no handshake can finish
+    assert transmit.data == close_frame(4000, b"bye")
+    event = raw.disconnected()
+    assert (event.code, event.cause) == (4000, DisconnectCause.PROTOCOL_ERROR)

@@ -304,15 +304,21 @@ class Connection:
         check_close(code, reason)
         if self.state is State.CONNECTING:
             self._abort_handshake("handshake aborted by the application", HandshakeError)
-        elif self._deferred_failure is not None:
-            self._fail_deferred()  # the peer's violation came first: it decides the close
         elif self.state is State.OPEN:
             if drop_pending:
                 # Never the opening-handshake response: without it the client cannot even read
                 # the close frame that follows (a client replaced in the same burst of reads).
                 del self._out[self._unsent_response :]
                 self._drop_pending = True
-            self._start_close(code, reason, cause, now)
+            if self._deferred_failure is not None:
+                # Input stopped at the peer's violation, so no close handshake can complete:
+                # send the application's close frame and end now, as the protocol error it is.
+                assert self._ws is not None
+                self._deferred_failure = self._failure_at = None
+                self._out += self._ws.send(CloseConnection(code=code, reason=reason))
+                self._finish(Ended(code, reason, DisconnectCause.PROTOCOL_ERROR))
+            else:
+                self._start_close(code, reason, cause, now)
 
     # --- outputs -----------------------------------------------------------------------------
 
