@@ -143,17 +143,66 @@ def test_cancel_frame_drops_everything_and_closes_now() -> None:
         net.server.send_frame(cid, audio(pcm(1)), net.clock.now)
 
 
-def test_audio_in_another_format_is_refused() -> None:
+def test_mono_audio_at_another_rate_is_resampled_to_the_output_rate() -> None:
+    pytest.importorskip("soxr")
     net, link = audio_net()
-    with pytest.raises(ValueError, match="resample"):
-        net.server.send_frame(
-            link.connection_id, OutputAudioRawFrame(audio=b"", sample_rate=8000), net.clock.now
-        )
+    cid = link.connection_id
+    second_at_8k = bytes(2 * 8000)  # 1 s of 8 kHz mono silence
+    net.server.send_frame(
+        cid, OutputAudioRawFrame(audio=second_at_8k, sample_rate=8000), net.clock.now
+    )
+    net.server.send_frame(cid, TTSStoppedFrame(), net.clock.now)  # flushes the resampler's tail
+    net.server.send_frame(cid, TTSStoppedFrame(), net.clock.now)  # nothing left to flush
+    net.advance(2.0)
+    total = sum(len(f.audio) for f in received(link) if isinstance(f, InputAudioRawFrame))
+    # 1 s at the output's 16 kHz, give or take the last padded chunk.
+    assert 2 * 16000 <= total <= 2 * 16000 + CHUNK
+    net.server.send_frame(
+        cid, OutputAudioRawFrame(audio=b"\1\0" * 80, sample_rate=8000), net.clock.now
+    )
+    net.server.send_frame(cid, InterruptionFrame(), net.clock.now)  # clears the resampler too
+
+
+def test_a_resampler_between_equal_rates_passes_through() -> None:
+    from wavewire.core.serializers._codecs import StreamResampler
+
+    same = StreamResampler(16000, 16000)
+    assert same.process(b"\1\0\2\0") == b"\1\0\2\0"
+    assert same.flush() == b""
+
+
+def test_audio_that_cannot_be_resampled_is_refused() -> None:
+    net, link = audio_net()
     with pytest.raises(ValueError, match="channel"):
         net.server.send_frame(
             link.connection_id,
             OutputAudioRawFrame(audio=b"", sample_rate=RATE, num_channels=2),
             net.clock.now,
+        )
+    stereo = audio_net(num_channels=2)
+    with pytest.raises(ValueError, match="only mono audio is resampled"):
+        stereo[0].server.send_frame(
+            stereo[1].connection_id,
+            OutputAudioRawFrame(audio=b"", sample_rate=8000, num_channels=2),
+            stereo[0].clock.now,
+        )
+    with pytest.raises(ValueError, match="whole number"):
+        net.server.send_frame(
+            link.connection_id, OutputAudioRawFrame(audio=b"\0", sample_rate=8000), net.clock.now
+        )
+
+
+def test_resampling_without_the_extra_names_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    import wavewire.core.outbound as outbound
+
+    def missing(in_rate: int, out_rate: int) -> None:
+        raise ImportError('pip install "wavewire[telephony]"')
+
+    monkeypatch.setattr(outbound, "StreamResampler", missing)
+    net, link = audio_net()
+    with pytest.raises(ValueError, match=r"wavewire\[telephony\]"):
+        net.server.send_frame(
+            link.connection_id, OutputAudioRawFrame(audio=b"", sample_rate=8000), net.clock.now
         )
 
 

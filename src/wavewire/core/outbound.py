@@ -7,9 +7,10 @@ tells the owner to close. How each frame kind is handled, with ``audio_out`` con
 =====================================  =============================================================
 frame                                  handling
 =====================================  =============================================================
-``OutputAudioRawFrame`` (any audio)    chunked and paced by ``AudioOutput``; a different sample rate
-                                       or channel count is refused (``ValueError``): never sent at
-                                       the wrong rate
+``OutputAudioRawFrame`` (any audio)    chunked and paced by ``AudioOutput``; mono audio at another
+                                       rate is resampled (streaming soxr, the ``telephony`` extra;
+                                       without it ``ValueError`` naming it), other mismatches are
+                                       refused (``ValueError``): never sent at the wrong rate
 ``TTSStoppedFrame``                    end of an utterance: the held partial chunk is padded, queued
 ``InterruptionFrame``                  every queued and held chunk dropped at once, then the
                                        serializer's interruption message sent (``AudioInterrupted``
@@ -44,6 +45,7 @@ from .frames import (
     OutputTransportMessageUrgentFrame,
     TTSStoppedFrame,
 )
+from .serializers._codecs import StreamResampler
 from .serializers.base import FrameSerializer
 
 __all__ = ["Outbound"]
@@ -71,6 +73,8 @@ class Outbound:
             )
         self._finished = False
         self._cancelled = False
+        # Streaming resamplers by input sample rate, for mono audio at another rate.
+        self._resamplers: dict[int, StreamResampler] = {}
         # What happened since the owner last asked (take_events): interruptions (ms dropped) and
         # paced chunks the serializer failed on (its message).
         self._interrupted: list[float] = []
@@ -85,12 +89,12 @@ class Outbound:
         """
         audio = self._audio
         if isinstance(frame, AudioRawFrame) and audio is not None:
-            self._check_format(frame)
-            audio.write_audio(frame.audio, now)
+            audio.write_audio(self._at_output_rate(frame), now)
             return self.take_due(now), True
         if isinstance(frame, TTSStoppedFrame):
             if audio is None:
                 return [], True
+            self._flush_resamplers(now)
             audio.end_utterance(now)
             return self.take_due(now), True
         if isinstance(frame, CancelFrame):
@@ -102,10 +106,13 @@ class Outbound:
             if audio is None:
                 self._finished = True
                 return [], True
+            self._flush_resamplers(now)
             audio.end(now)
             return self.take_due(now), True
         data = self.serializer.serialize(frame)
         if isinstance(frame, InterruptionFrame) and audio is not None:
+            for resampler in self._resamplers.values():
+                resampler.clear()  # no tail of the interrupted speech leaks into the next
             self._interrupted.append(audio.interrupt())
             # The interruption goes first: the client must stop playing before anything else.
             return [*([] if data is None else [data]), *self.take_due(now)], data is not None
@@ -177,12 +184,42 @@ class Outbound:
         """Whether audio would be accepted now (False while the audio queue is full)."""
         return self._audio is None or self._audio.writable
 
-    def _check_format(self, frame: AudioRawFrame) -> None:
+    def _at_output_rate(self, frame: AudioRawFrame) -> bytes:
+        """``frame``'s audio at the output's rate: resampled (mono, streaming soxr, one
+        resampler per input rate) if needed; never sent at the wrong rate."""
         config = self._config
         assert config is not None
-        if (frame.sample_rate, frame.num_channels) != (config.sample_rate, config.num_channels):
+        if frame.num_channels != config.num_channels:
             raise ValueError(
-                f"audio at {frame.sample_rate} Hz x {frame.num_channels} channel(s) cannot be sent"
-                f" on an output of {config.sample_rate} Hz x {config.num_channels}: resample it"
-                " first (wavewire does not resample yet)"
+                f"audio with {frame.num_channels} channel(s) cannot be sent on an output of"
+                f" {config.num_channels}: mix it first"
             )
+        if frame.sample_rate == config.sample_rate:
+            return frame.audio
+        if frame.num_channels != 1:
+            raise ValueError(
+                f"audio at {frame.sample_rate} Hz cannot be sent on a {config.sample_rate} Hz"
+                " output: only mono audio is resampled; resample it first"
+            )
+        resampler = self._resamplers.get(frame.sample_rate)
+        if resampler is None:
+            try:
+                resampler = StreamResampler(frame.sample_rate, config.sample_rate)
+            except ImportError as exc:
+                raise ValueError(
+                    f"audio at {frame.sample_rate} Hz needs resampling to the output's"
+                    f" {config.sample_rate} Hz: {exc}"
+                ) from None
+            self._resamplers[frame.sample_rate] = resampler
+        if len(frame.audio) % 2:
+            raise ValueError("audio must be a whole number of 16-bit samples")
+        return resampler.process(frame.audio)
+
+    def _flush_resamplers(self, now: float) -> None:
+        """The end of an utterance: what the resamplers still hold goes out too."""
+        audio = self._audio
+        assert audio is not None
+        for resampler in self._resamplers.values():
+            tail = resampler.flush()
+            if tail:
+                audio.write_audio(tail, now)

@@ -148,6 +148,16 @@ class StreamResampler:
         out = np.clip(np.rint(out * _SCALE), -_SCALE, _SCALE - 1)
         return bytes(out.astype("<i2").tobytes())
 
+    def flush(self) -> bytes:
+        """The output still held in the filter (the end of a signal); then start afresh."""
+        if self._stream is None:
+            return b""
+        _, np = require_soxr()
+        out = self._stream.resample_chunk(np.zeros(0, dtype=np.float32), last=True)
+        self._stream.clear()
+        out = np.clip(np.rint(out * _SCALE), -_SCALE, _SCALE - 1)
+        return bytes(out.astype("<i2").tobytes())
+
     def clear(self) -> None:
         """Forget the history and the held output: the next call starts a new signal."""
         if self._stream is not None:
