@@ -16,6 +16,7 @@ import argparse
 import contextlib
 import logging
 import signal
+import ssl
 import sys
 import wave
 from collections.abc import Awaitable, Callable, Sequence
@@ -134,6 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--session-timeout", type=float, default=None, metavar="S", help="seconds (off)"
     )
     serve.add_argument("--policy", choices=("replace", "reject", "multi"), default="replace")
+    serve.add_argument("--certfile", help="PEM certificate chain: serve wss:// (with --keyfile)")
+    serve.add_argument("--keyfile", help="PEM private key for --certfile")
     serve.add_argument(
         "--echo-raw",
         action="store_true",
@@ -177,11 +180,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def server_ssl_context(args: argparse.Namespace) -> ssl.SSLContext | None:
+    """A TLS context from --certfile/--keyfile, or None for plain ws://."""
+    if args.certfile is None and args.keyfile is None:
+        return None
+    if args.certfile is None:
+        raise ValueError("--keyfile needs --certfile")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(args.certfile, args.keyfile)
+    except (OSError, ssl.SSLError) as exc:
+        raise ValueError(f"cannot load the certificate {args.certfile}: {exc}") from None
+    return context
+
+
 def make_params(args: argparse.Namespace) -> WebsocketServerParams:
     common: dict[str, Any] = {
         "session_timeout": args.session_timeout,
         "max_message_size": args.max_message_size,
         "compression": args.compression,
+        "ssl_context": server_ssl_context(args),
     }
     if args.echo_raw:
         return WebsocketServerParams(
@@ -223,7 +241,12 @@ async def serve(args: argparse.Namespace) -> None:
     def on_ready(transport: WebsocketServerTransport) -> None:
         mode = " echo-raw" if args.echo_raw else ""
         logger.info(
-            "listening on ws://%s:%d (policy %s%s)", args.host, transport.port, policy, mode
+            "listening on %s://%s:%d (policy %s%s)",
+            "ws" if args.certfile is None else "wss",
+            args.host,
+            transport.port,
+            policy,
+            mode,
         )
 
     @transport.event_handler("on_client_connected")

@@ -126,3 +126,50 @@ def test_echo_survives_audio_it_cannot_send(caplog: pytest.LogCaptureFixture) ->
     anyio.run(echo, frames(), Output())  # type: ignore[arg-type]
     assert [type(f).__name__ for f in sent] == ["TextFrame"]
     assert len([r for r in caplog.records if "not echoed" in r.message]) == 1
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_serve_wss_with_certfile_and_keyfile(tmp_path: Path) -> None:
+    import ssl
+
+    trustme = pytest.importorskip("trustme")
+    from wavewire import WebsocketClientParams, WebsocketClientTransport
+
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    certfile, keyfile = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert.private_key_pem.write_to_path(str(keyfile))
+    cert.cert_chain_pems[0].write_to_path(str(certfile))
+    for extra in cert.cert_chain_pems[1:]:
+        certfile.write_bytes(certfile.read_bytes() + extra.bytes())
+    client_context = ssl.create_default_context()
+    ca.configure_trust(client_context)
+    port = free_port()
+    args = command("--port", str(port), "--certfile", str(certfile), "--keyfile", str(keyfile))
+    with anyio.fail_after(LIMIT * 2):
+        async with await anyio.open_process(args, env=environment()) as process:
+            assert process.stderr is not None
+            await read_until(process.stderr, b"listening on wss://127.0.0.1:%d" % port)
+            params = WebsocketClientParams(ssl_context=client_context, add_wav_header=False)
+            async with WebsocketClientTransport(f"wss://127.0.0.1:{port}/", params) as client:
+                await client.output().send(TextFrame(text="over TLS"))
+                async for frame in client.input():
+                    assert isinstance(frame, TextFrame)
+                    assert frame.text == "over TLS"
+                    break
+            process.send_signal(signal.SIGINT)
+            assert await process.wait() == 0
+
+
+def test_keyfile_without_certfile_is_one_line_and_exit_1() -> None:
+    result = subprocess.run(
+        [*command("--port", str(free_port()), "--keyfile", "key.pem")],
+        env=environment(),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == ["wavewire: --keyfile needs --certfile"]
