@@ -165,7 +165,7 @@ class ClientProtocol:
         self._settle()
 
     def _settle(self) -> None:
-        for event in self._connection.take_events():
+        for event in self._connection.take_events():  # handling these emits no more
             if isinstance(event, Opened):
                 upgrade = self._connection.upgrade
                 assert isinstance(upgrade, HandshakeAccepted)

@@ -256,8 +256,11 @@ class ServerProtocol:
     def _settle(self, connection: Connection, now: float) -> None:
         """Apply a connection's low-level events now, inside the call that caused them."""
         self._touched[connection.id] = None
-        for event in connection.take_events():
-            self._on_event(connection, event, now)
+        # Handling an event can make the connection emit more (a rejected newcomer closed at
+        # once ends at once): drain until nothing is left.
+        while events := connection.take_events():
+            for event in events:
+                self._on_event(connection, event, now)
         self._schedule(connection.id)
 
     def _schedule(self, connection_id: ConnectionId) -> None:
