@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 from typing import Any, TypeVar
 
 from wavewire.core.frames import (
@@ -284,3 +285,45 @@ def event_message(message: JSONObject) -> InputTransportMessageFrame:
 def _event(message: JSONObject) -> str:
     event = message.get("event")
     return f"the {event!r} event" if isinstance(event, str) else "the message"
+
+
+class MediaStreamSerializer(TelephonySerializer):
+    """The JSON media-stream dialect Twilio and Exotel share: ``media``/``clear`` messages
+    addressed to a stream id, ``start`` carrying the stream and call ids, ``dtmf`` digits. The
+    providers differ only in the JSON keys, which subclasses name."""
+
+    #: Key of the stream id in ``media``, ``clear`` and ``start`` messages.
+    stream_key: str
+    #: Key of the call id in the ``start`` object.
+    call_key: str
+
+    def _check_can_send_media(self) -> None:
+        self.require_stream_id("media")
+
+    def _media_message(self, audio: bytes) -> str:
+        return json.dumps(
+            {
+                "event": "media",
+                self.stream_key: self.require_stream_id("media"),
+                "media": {"payload": encode_payload(audio)},
+            }
+        )
+
+    def _clear_message(self) -> str:
+        return json.dumps({"event": "clear", self.stream_key: self.require_stream_id("clear")})
+
+    def deserialize(self, data: bytes | str) -> Frame | None:
+        """Decode one event (see the provider's module docstring)."""
+        message = load_event(data)
+        event = get_str(message, "event")
+        if event == "media":
+            return self.audio_frame(decode_payload(get_object(message, "media")))
+        if event == "dtmf":
+            return dtmf_frame(get_str(get_object(message, "dtmf"), "digit"))
+        if event == "start":
+            start = get_object(message, "start")
+            stream_id = get_optional_str(start, self.stream_key)
+            if stream_id is None:
+                stream_id = get_optional_str(message, self.stream_key)
+            self.learn_ids(stream_id, get_optional_str(start, self.call_key))
+        return event_message(message)

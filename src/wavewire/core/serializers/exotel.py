@@ -28,28 +28,17 @@ Stateful: the core uses ``for_session()`` (see :mod:`._telephony`).
 
 from __future__ import annotations
 
-import json
-
-from wavewire.core.frames import Frame
-from wavewire.core.serializers._telephony import (
-    TelephonySerializer,
-    decode_payload,
-    dtmf_frame,
-    encode_payload,
-    event_message,
-    get_object,
-    get_optional_str,
-    get_str,
-    load_event,
-)
+from wavewire.core.serializers._telephony import MediaStreamSerializer
 
 __all__ = ["ExotelFrameSerializer"]
 
 
-class ExotelFrameSerializer(TelephonySerializer):
+class ExotelFrameSerializer(MediaStreamSerializer):
     """Exotel voicebot streams (see the module docstring)."""
 
     provider = "Exotel"
+    stream_key = "stream_sid"
+    call_key = "call_sid"
 
     def __init__(
         self,
@@ -73,34 +62,3 @@ class ExotelFrameSerializer(TelephonySerializer):
                 "sample_rate": sample_rate,
             },
         )
-
-    def _check_can_send_media(self) -> None:
-        self.require_stream_id("media")
-
-    def _media_message(self, audio: bytes) -> str:
-        return json.dumps(
-            {
-                "event": "media",
-                "stream_sid": self.require_stream_id("media"),
-                "media": {"payload": encode_payload(audio)},
-            }
-        )
-
-    def _clear_message(self) -> str:
-        return json.dumps({"event": "clear", "stream_sid": self.require_stream_id("clear")})
-
-    def deserialize(self, data: bytes | str) -> Frame | None:
-        """Decode an Exotel event (see the module docstring)."""
-        message = load_event(data)
-        event = get_str(message, "event")
-        if event == "media":
-            return self.audio_frame(decode_payload(get_object(message, "media")))
-        if event == "dtmf":
-            return dtmf_frame(get_str(get_object(message, "dtmf"), "digit"))
-        if event == "start":
-            start = get_object(message, "start")
-            stream_sid = get_optional_str(start, "stream_sid")
-            if stream_sid is None:
-                stream_sid = get_optional_str(message, "stream_sid")
-            self.learn_ids(stream_sid, get_optional_str(start, "call_sid"))
-        return event_message(message)

@@ -29,28 +29,17 @@ Stateful: the core uses ``for_session()`` (see :mod:`._telephony`).
 
 from __future__ import annotations
 
-import json
-
-from wavewire.core.frames import Frame
-from wavewire.core.serializers._telephony import (
-    TelephonySerializer,
-    decode_payload,
-    dtmf_frame,
-    encode_payload,
-    event_message,
-    get_object,
-    get_optional_str,
-    get_str,
-    load_event,
-)
+from wavewire.core.serializers._telephony import MediaStreamSerializer
 
 __all__ = ["TwilioFrameSerializer"]
 
 
-class TwilioFrameSerializer(TelephonySerializer):
+class TwilioFrameSerializer(MediaStreamSerializer):
     """Twilio Media Streams (see the module docstring)."""
 
     provider = "Twilio"
+    stream_key = "streamSid"
+    call_key = "callSid"
 
     def __init__(
         self,
@@ -74,34 +63,3 @@ class TwilioFrameSerializer(TelephonySerializer):
                 "sample_rate": sample_rate,
             },
         )
-
-    def _check_can_send_media(self) -> None:
-        self.require_stream_id("media")
-
-    def _media_message(self, audio: bytes) -> str:
-        return json.dumps(
-            {
-                "event": "media",
-                "streamSid": self.require_stream_id("media"),
-                "media": {"payload": encode_payload(audio)},
-            }
-        )
-
-    def _clear_message(self) -> str:
-        return json.dumps({"event": "clear", "streamSid": self.require_stream_id("clear")})
-
-    def deserialize(self, data: bytes | str) -> Frame | None:
-        """Decode a Twilio event (see the module docstring)."""
-        message = load_event(data)
-        event = get_str(message, "event")
-        if event == "media":
-            return self.audio_frame(decode_payload(get_object(message, "media")))
-        if event == "dtmf":
-            return dtmf_frame(get_str(get_object(message, "dtmf"), "digit"))
-        if event == "start":
-            start = get_object(message, "start")
-            stream_sid = get_optional_str(start, "streamSid")
-            if stream_sid is None:
-                stream_sid = get_optional_str(message, "streamSid")
-            self.learn_ids(stream_sid, get_optional_str(start, "callSid"))
-        return event_message(message)
