@@ -1157,3 +1157,18 @@ def test_client_request_is_accepted_by_the_server_and_vice_versa() -> None:
     assert connected.connection.subprotocol == "chat"
     client.receive_eof(NOW)
     assert [type(e) for e in client.events_received()] == [Disconnected]
+
+
+def test_a_malformed_request_is_not_echoed_back() -> None:
+    from wavewire.core.server import ServerProtocol
+
+    server = ServerProtocol()
+    cid = server.connection_made(0.0)
+    line = b"GET /" + b"\x01" * 8000 + b" HTTP/1.1\r\n\r\n"
+    server.receive_data(cid, line, 0.0)
+    [transmit] = server.data_to_send()
+    assert transmit.data.startswith(b"HTTP/1.1 400 ")
+    assert len(transmit.data) < 300  # nothing of the request comes back
+    [event] = server.events_received()
+    assert isinstance(event, HandshakeFailed)
+    assert len(event.detail) <= len("invalid HTTP request: ") + 200

@@ -360,7 +360,13 @@ class ServerHandshake:
             event = self._h11.next_event()
         except h11.RemoteProtocolError as exc:
             status = exc.error_status_hint
-            return self._refuse(status, f"invalid HTTP request: {exc}")
+            # h11's message quotes the offending bytes: keep a bounded copy for the event, and
+            # echo none of it to the peer (a 16 KiB request line must not earn a 64 KiB answer).
+            return self._refuse(
+                status,
+                f"invalid HTTP request: {str(exc)[:200]}",
+                body=b"Failed to open a WebSocket connection: invalid HTTP request.\n",
+            )
         if event is h11.NEED_DATA:
             return None
         # A server h11 connection in IDLE yields nothing but a Request or NEED_DATA first.
