@@ -30,6 +30,7 @@ import anyio.lowlevel
 
 from wavewire.adapters.errors import ConnectionClosed
 from wavewire.adapters.outbox import WRITE_ERRORS, Outbox
+from wavewire.adapters.timer import DeadlineTimer
 from wavewire.core.client import ClientProtocol
 from wavewire.core.config import ClientConfig
 from wavewire.core.connection import State
@@ -98,8 +99,7 @@ class AnyioClientDriver:
             close_timeout=protocol.config.close_timeout,
         )
         self._frames: list[FrameReceived] = []
-        self._armed: float | None = None
-        self._timer_wake = anyio.Event()
+        self._timer = DeadlineTimer(self._on_timer)
         # Set (and dropped) by the next flush: what audio senders blocked on a full queue wait on.
         self._flushed: anyio.Event | None = None
         self._receive_scope = anyio.CancelScope()
@@ -156,7 +156,7 @@ class AnyioClientDriver:
         reaches the sink)."""
         try:
             async with anyio.create_task_group() as tg:
-                tg.start_soon(self._run_timer)
+                tg.start_soon(self._timer.run)
                 async with anyio.create_task_group() as io:
                     io.start_soon(self._write)
                     self._route(self._early_events)
@@ -224,9 +224,7 @@ class AnyioClientDriver:
             self._outbox.apply(transmit)
         self._route(self.protocol.events_received())
         deadline = self.protocol.next_deadline()
-        if deadline != self._armed:
-            self._armed = deadline
-            self._timer_wake.set()
+        self._timer.arm(deadline)
         if self._flushed is not None:
             self._flushed.set()
             self._flushed = None
@@ -246,19 +244,9 @@ class AnyioClientDriver:
 
     # --- tasks -------------------------------------------------------------------------------
 
-    async def _run_timer(self) -> None:
-        """Sleep until the armed deadline; a flush that moves it wakes the sleep to re-read it."""
-        while True:
-            self._timer_wake = anyio.Event()
-            deadline = self._armed
-            with anyio.CancelScope(deadline=math.inf if deadline is None else deadline) as scope:
-                await self._timer_wake.wait()
-            now = anyio.current_time()
-            if deadline is not None and (scope.cancelled_caught or now >= deadline):
-                # Never show the core a time before the deadline (a timer firing a tick early).
-                self.protocol.handle_timer(max(now, deadline))
-                self._armed = None  # force the flush to re-arm
-                self._flush()
+    def _on_timer(self, now: float) -> None:
+        self.protocol.handle_timer(now)
+        self._flush()
 
     async def _read(self) -> None:
         await self._deliver_frames()  # any that came with the handshake response

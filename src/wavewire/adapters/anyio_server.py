@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 from dataclasses import dataclass, field
 
 import anyio
@@ -30,6 +29,7 @@ from anyio.streams.tls import TLSListener
 from wavewire.adapters.errors import ConnectionClosed
 from wavewire.adapters.outbox import Outbox
 from wavewire.adapters.sink import ListenOptions, ServerEventSink
+from wavewire.adapters.timer import DeadlineTimer
 from wavewire.core.errors import InvalidState
 from wavewire.core.events import ConnectionId, FrameReceived, ServerEvent
 from wavewire.core.frames import Frame
@@ -83,8 +83,7 @@ class AnyioServerDriver:
         self._high_water = high_water
         self._write_timeout = write_timeout
         self._connections: dict[ConnectionId, _Connection] = {}
-        self._armed: float | None = None
-        self._timer_wake = anyio.Event()
+        self._timer = DeadlineTimer(self._on_timer)
         # Set (and dropped) by the next flush: what audio senders blocked on a full queue wait on.
         self._flushed: anyio.Event | None = None
         self._accepting = anyio.CancelScope()
@@ -98,7 +97,7 @@ class AnyioServerDriver:
     ) -> None:
         """Accept and serve connections until ``shutdown()`` has finished."""
         async with anyio.create_task_group() as tg:
-            tg.start_soon(self._run_timer)
+            tg.start_soon(self._timer.run)
             tg.start_soon(self._accept_loop, tg)
             task_status.started()
             await self._stopped.wait()
@@ -198,30 +197,16 @@ class AnyioServerDriver:
             except Exception:
                 logger.exception("event sink failed")
         deadline = self.protocol.next_deadline()
-        if deadline != self._armed:
-            self._armed = deadline
-            self._timer_wake.set()
+        self._timer.arm(deadline)
         if self._flushed is not None:
             self._flushed.set()
             self._flushed = None
 
     # --- tasks -------------------------------------------------------------------------------
 
-    async def _run_timer(self) -> None:
-        """Sleep until the armed deadline; a flush that moves it (earlier or later: a send that
-        starts an audio stream, a chunk sent) wakes the sleep, which re-reads it."""
-        while True:
-            self._timer_wake = anyio.Event()
-            deadline = self._armed
-            with anyio.CancelScope(deadline=math.inf if deadline is None else deadline) as scope:
-                await self._timer_wake.wait()
-            now = anyio.current_time()
-            if deadline is not None and (scope.cancelled_caught or now >= deadline):
-                # The backend's timer may fire a clock tick early: never show the core a time
-                # before the deadline it asked for (it would do nothing, and we would spin).
-                self.protocol.handle_timer(max(now, deadline))
-                self._armed = None  # force the flush to re-arm
-                self._flush()
+    def _on_timer(self, now: float) -> None:
+        self.protocol.handle_timer(now)
+        self._flush()
 
     async def _accept_loop(self, tg: anyio.abc.TaskGroup) -> None:
         try:

@@ -1,6 +1,6 @@
 """The client core: one connection to a WebSocket server, from the upgrade request to the close.
 
-Create it with the URI, the config and a random source (adapters pass ``os.urandom``; the core
+Create it with the URI, the config and a random source (adapters pass the OS random source; the core
 never reads one itself), then send ``data_to_send()`` on a fresh TCP connection to
 ``uri.host``/``uri.port`` (TLS for ``wss``) and feed what comes back. Exactly one of
 ``ConnectFailed`` or ``Connected`` comes; after ``Connected``, exactly one ``Disconnected``.

@@ -4,9 +4,10 @@ bounded permessage-deflate.
 wsproto parses and validates frames (RFC 6455 section 5), reassembles UTF-8 incrementally
 (section 8.1) and tracks the close handshake; we keep all of that. What it cannot do:
 
-* take the client's masking key from a caller-supplied source (it calls ``os.urandom``, a hidden
-  random source the core may not have), so ``_FrameProtocol._serialize_frame`` is ours (it
-  still runs the negotiated extension's outbound processing first);
+* take the client's masking key from a caller-supplied source (it reads the OS random source
+  itself, a hidden random source the core may not have), so
+  ``_FrameProtocol._serialize_frame`` is ours (it still runs the negotiated extension's
+  outbound processing first);
 * refuse a message from its frame headers (it has no size or fragment limits at all), so
   ``_LimitedFrameDecoder.parse_header`` checks every data frame's declared length before its
   payload is read (section 10.4);
@@ -47,7 +48,7 @@ __all__ = [
     "encode_frame",
 ]
 
-#: Returns ``n`` unpredictable bytes; adapters pass ``os.urandom``, tests a fixed source.
+#: Returns ``n`` unpredictable bytes; adapters pass the OS random source, tests a fixed one.
 MaskSource = Callable[[int], bytes]
 
 _NO_RSV = RsvBits(False, False, False)
