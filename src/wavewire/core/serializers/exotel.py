@@ -47,18 +47,21 @@ class ExotelFrameSerializer(MediaStreamSerializer):
         *,
         exotel_sample_rate: int = 8000,
         sample_rate: int = 16000,
+        ignore_rtvi_messages: bool = True,
     ) -> None:
         super().__init__(
-            inbound_encoding="L16",
-            outbound_encoding="L16",
+            received_encoding="L16",
+            sent_encoding="L16",
             provider_sample_rate=exotel_sample_rate,
             sample_rate=sample_rate,
             stream_id=stream_sid,
             call_id=call_sid,
+            ignore_rtvi_messages=ignore_rtvi_messages,
             config={
                 "stream_sid": stream_sid,
                 "call_sid": call_sid,
                 "exotel_sample_rate": exotel_sample_rate,
                 "sample_rate": sample_rate,
+                "ignore_rtvi_messages": ignore_rtvi_messages,
             },
         )

@@ -48,18 +48,21 @@ class TwilioFrameSerializer(MediaStreamSerializer):
         *,
         twilio_sample_rate: int = 8000,
         sample_rate: int = 16000,
+        ignore_rtvi_messages: bool = True,
     ) -> None:
         super().__init__(
-            inbound_encoding="PCMU",
-            outbound_encoding="PCMU",
+            received_encoding="PCMU",
+            sent_encoding="PCMU",
             provider_sample_rate=twilio_sample_rate,
             sample_rate=sample_rate,
             stream_id=stream_sid,
             call_id=call_sid,
+            ignore_rtvi_messages=ignore_rtvi_messages,
             config={
                 "stream_sid": stream_sid,
                 "call_sid": call_sid,
                 "twilio_sample_rate": twilio_sample_rate,
                 "sample_rate": sample_rate,
+                "ignore_rtvi_messages": ignore_rtvi_messages,
             },
         )
