@@ -6,7 +6,7 @@ Audio is never bit-identical: Pipecat resamples at soxr ``VHQ`` on int16 samples
 step here and there. Both are delay-compensated, so sample ``i`` of one lines up with sample
 ``i`` of the other; their lengths differ by what each resampler holds back. Over the common
 length the two must agree to ``MIN_SNR_DB`` (measured: 50-60 dB through G.711, over 90 dB for
-PCM16), far above what G.711 itself keeps (about 38 dB).
+PCM16), far above what G.711 itself keeps (about 37 dB).
 
 Where wavewire differs from Pipecat on purpose (control events become
 ``InputTransportMessageFrame``; Pipecat drops them) the test says so; the full list is
