@@ -19,7 +19,8 @@ Sent: ``{"event": "media", "stream_sid": ..., "media": {"payload": "<base64>"}}`
 ``{"event": "clear", "stream_sid": ...}`` for :class:`InterruptionFrame`, and an
 :class:`OutputTransportMessageFrame`'s JSON as is (a ``mark``: ``{"event": "mark",
 "stream_sid": ..., "mark": {"name": ...}}``). Media and clear need the stream sid:
-configured, or learned from ``start``; before that :class:`SerializationError`. Exotel
+configured, or learned from ``start`` (its id replaces a configured one). Before that, media
+raises :class:`SerializationError` and clear sends nothing (see :mod:`._telephony`). Exotel
 plays audio in multiples of 320 bytes (20 ms at 8 kHz): send 20 ms output chunks, or a
 multiple. Exotel cannot send DTMF into the call over the stream.
 
