@@ -256,26 +256,32 @@ def test_constructors_validate() -> None:
         TwilioFrameSerializer(123)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="inbound_encoding must be 'PCMU' or 'PCMA'"):
         TelnyxFrameSerializer(inbound_encoding="L16")
-    with pytest.raises(ValueError, match="outbound_encoding must be one of"):
+    with pytest.raises(ValueError, match="outbound_encoding must be 'PCMU' or 'PCMA'"):
+        TelnyxFrameSerializer(outbound_encoding="G722")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="sent_encoding must be one of"):
         TelephonySerializer(
-            inbound_encoding="PCMU",
-            outbound_encoding="G722",  # type: ignore[arg-type]
+            received_encoding="PCMU",
+            sent_encoding="G722",  # type: ignore[arg-type]
             provider_sample_rate=8000,
             sample_rate=8000,
             stream_id=None,
             call_id=None,
+            ignore_rtvi_messages=True,
             config={},
         )
+    with pytest.raises(TypeError, match="ignore_rtvi_messages must be a bool"):
+        PlivoFrameSerializer(ignore_rtvi_messages=1)  # type: ignore[arg-type]
 
 
 def test_base_leaves_the_messages_to_providers() -> None:
     base = TelephonySerializer(
-        inbound_encoding="L16",
-        outbound_encoding="L16",
+        received_encoding="L16",
+        sent_encoding="L16",
         provider_sample_rate=8000,
         sample_rate=8000,
         stream_id=None,
         call_id=None,
+        ignore_rtvi_messages=True,
         config={},
     )
     with pytest.raises(NotImplementedError):
@@ -288,7 +294,7 @@ def test_serializers_are_frame_serializers(serializer: AnySerializer) -> None:
     assert isinstance(serializer, FrameSerializer)
     assert serializer.sample_rate == 8000
     assert serializer.provider_sample_rate == 8000
-    assert serializer.inbound_encoding == serializer.outbound_encoding
+    assert serializer.received_encoding == serializer.sent_encoding
     assert repr(serializer).startswith(f"{type(serializer).__name__}(")
     session = session_serializer(serializer)
     assert type(session) is type(serializer) and session is not serializer
@@ -310,7 +316,8 @@ def test_for_session_forgets_learned_ids() -> None:
 def test_repr_shows_configuration() -> None:
     assert repr(TelnyxFrameSerializer("s", "PCMA", sample_rate=8000)) == (
         "TelnyxFrameSerializer(stream_id='s', outbound_encoding='PCMA', inbound_encoding='PCMU',"
-        " call_control_id=None, telnyx_sample_rate=8000, sample_rate=8000)"
+        " call_control_id=None, telnyx_sample_rate=8000, sample_rate=8000,"
+        " ignore_rtvi_messages=True)"
     )
 
 
@@ -392,8 +399,8 @@ def test_twilio_needs_the_stream_sid_for_media_and_clear() -> None:
     twilio = TwilioFrameSerializer(sample_rate=8000)
     with pytest.raises(SerializationError, match="Twilio's media message needs the stream id"):
         twilio.serialize(out(pcm(0)))
-    with pytest.raises(SerializationError, match="Twilio's clear message needs the stream id"):
-        twilio.serialize(InterruptionFrame())
+    # No media can have gone out without the sid: there is nothing to clear.
+    assert twilio.serialize(InterruptionFrame()) is None
 
 
 # -- Telnyx -----------------------------------------------------------------------------------
@@ -436,14 +443,24 @@ def test_telnyx_wire_format() -> None:
 
 
 def test_telnyx_pcma_per_direction() -> None:
+    # Pipecat's meaning: inbound_encoding is what goes into Telnyx (sent), outbound_encoding
+    # what comes out of it (received).
     telnyx = TelnyxFrameSerializer(
-        outbound_encoding="PCMA", inbound_encoding="PCMA", sample_rate=8000
+        outbound_encoding="PCMU", inbound_encoding="PCMA", sample_rate=8000
     )
+    assert (telnyx.sent_encoding, telnyx.received_encoding) == ("PCMA", "PCMU")
+    assert (telnyx.inbound_encoding, telnyx.outbound_encoding) == ("PCMA", "PCMU")
     sent = telnyx.serialize(out(pcm(0, 1000, -1000)))
     assert isinstance(sent, str)
     assert base64.b64decode(json.loads(sent)["media"]["payload"]) == bytes([0xD5, 0xFA, 0x7A])
+    media = telnyx.deserialize(json.dumps({"event": "media", "media": {"payload": "/wCAfw=="}}))
+    assert media == InputAudioRawFrame(audio=pcm(0, -32124, 32124, 0), sample_rate=8000)
+    telnyx = TelnyxFrameSerializer(outbound_encoding="PCMA", sample_rate=8000)
     media = telnyx.deserialize(json.dumps({"event": "media", "media": {"payload": "1VU="}}))
     assert media == InputAudioRawFrame(audio=pcm(8, -8), sample_rate=8000)
+    sent = telnyx.serialize(out(pcm(0, 1000)))
+    assert isinstance(sent, str)
+    assert base64.b64decode(json.loads(sent)["media"]["payload"]) == bytes([0xFF, 0xCE])
 
 
 def test_telnyx_sends_before_start() -> None:
@@ -457,8 +474,7 @@ def test_telnyx_sends_before_start() -> None:
 
 def test_plivo_wire_format() -> None:
     plivo = PlivoFrameSerializer(sample_rate=8000)
-    with pytest.raises(SerializationError, match="Plivo's clearAudio message needs the stream"):
-        plivo.serialize(InterruptionFrame())
+    assert plivo.serialize(InterruptionFrame()) is None  # no stream id yet: nothing to clear
     start = plivo.deserialize(
         json.dumps(
             {
@@ -490,6 +506,7 @@ def test_plivo_wire_format() -> None:
         {
             "event": "playAudio",
             "media": {"contentType": "audio/x-mulaw", "sampleRate": 8000, "payload": "/84="},
+            "streamId": "s-1",
         }
     )
     assert plivo.serialize(InterruptionFrame()) == '{"event": "clearAudio", "streamId": "s-1"}'
@@ -640,7 +657,8 @@ def test_malformed_messages(serializer: AnySerializer) -> None:
         ]
     else:
         bad += [
-            ('{"event": "websocket:dtmf", "digit": 1}', "'digit' is not a string"),
+            ('{"event": "websocket:dtmf", "digit": 10}', "'digit' is not a string"),
+            ('{"event": "websocket:dtmf", "digit": true}', "'digit' is not a string"),
             ('{"event": "websocket:dtmf", "digit": "x"}', "not a DTMF key"),
             ('{"event": "websocket:dtmf"}', "'dtmf' is not a JSON object"),
             ('{"event": "websocket:connected", "content-type": 1}', "'content-type' is not"),
@@ -665,7 +683,7 @@ def _media_message(serializer: AnySerializer, audio: bytes) -> str | bytes:
     """A received media message carrying ``audio`` (provider rate, PCM16 before encoding)."""
     if isinstance(serializer, VonageFrameSerializer):
         return audio
-    encoded = codecs.encode(serializer.inbound_encoding, audio)
+    encoded = codecs.encode(serializer.received_encoding, audio)
     return json.dumps({"event": "media", "media": {"payload": b64(encoded)}})
 
 
@@ -689,7 +707,7 @@ def test_resampling_8k_to_16k_and_back(serializer_16k: AnySerializer) -> None:
         if message is not None:
             sent.append(message)
     wire = b"".join(_wire_audio(serializer, message) for message in sent)
-    back = codecs.decode(serializer.outbound_encoding, wire)
+    back = codecs.decode(serializer.sent_encoding, wire)
     assert len(upsampled) // 2 - len(back) < 8000 * 0.15 * 2
     assert rms(back[len(back) // 2 :]) == pytest.approx(rms(signal), rel=0.05)
 
@@ -713,7 +731,7 @@ def test_interruption_clears_and_resets_the_outgoing_resampler(serializer: AnySe
     silence = bytes(960 * 4)
     message = serializer.serialize(out(silence, rate=24000))
     if message is not None:
-        audio = codecs.decode(serializer.outbound_encoding, _wire_audio(serializer, message))
+        audio = codecs.decode(serializer.sent_encoding, _wire_audio(serializer, message))
         assert set(audio) == {0}
 
 

@@ -11,28 +11,32 @@ frame                                  handling
                                        rate is resampled (streaming soxr, the ``telephony`` extra;
                                        without it ``ValueError`` naming it), other mismatches are
                                        refused (``ValueError``): never sent at the wrong rate
-``TTSStoppedFrame``                    end of an utterance: the held partial chunk is padded, queued
+``TTSStoppedFrame``                    end of an utterance: the held partial chunk is padded and
+                                       queued, and after it the serializer's ``flush()`` if it has
+                                       one (what its own resampler holds: a telephony serializer's)
 ``InterruptionFrame``                  every queued and held chunk dropped at once, then the
                                        serializer's interruption message sent (``AudioInterrupted``
                                        reports the milliseconds dropped)
 (a paced chunk the serializer fails on) dropped, reported as ``AudioChunkDropped``: it is sent
                                        by a timer, with no caller to raise to
-``EndFrame``                           queued audio drained at real-time pace, then the end silence
-                                       as paced chunks, then ``finished`` (close with 1000)
+``EndFrame``                           as ``TTSStoppedFrame``, then queued audio drained at real
+                                       time pace, then the end silence as paced chunks, then
+                                       ``finished`` (close with 1000)
 ``CancelFrame``                        everything dropped, ``finished`` at once (close now)
 ``OutputTransportMessageUrgentFrame``  sent at once, ahead of queued audio
 anything else the serializer sends     queued behind the audio written before it (order kept)
 =====================================  =============================================================
 
 Without ``audio_out`` there is no queue and no pacing: every frame the serializer sends, audio
-included, goes out at once (the caller paces, or does not need to); ``EndFrame`` and
-``CancelFrame`` finish at once. Refusing audio when the application disabled audio output is
+included, goes out at once (the caller paces, or does not need to); ``TTSStoppedFrame`` and
+``EndFrame`` send the serializer's ``flush()`` at once; ``EndFrame`` and ``CancelFrame`` finish
+at once. Refusing audio when the application disabled audio output is
 the transport's job (``audio_out_enabled``).
 """
 
 from __future__ import annotations
 
-from .audio import AudioChunk, AudioOutput, AudioStats
+from .audio import AudioChunk, AudioOutput, AudioStats, OutputState
 from .config import AudioOutConfig
 from .events import AudioChunkDropped, AudioInterrupted, ConnectionInfo
 from .frames import (
@@ -53,6 +57,13 @@ __all__ = ["Outbound"]
 Wire = bytes | str
 
 
+class _SerializerFlush:
+    """Queued behind an utterance's last chunk: the serializer's ``flush()`` is sent there."""
+
+
+_FLUSH = _SerializerFlush()
+
+
 class Outbound:
     """See the module docstring."""
 
@@ -60,7 +71,7 @@ class Outbound:
         #: This session's serializer (``session_serializer``): inbound messages use it too.
         self.serializer = serializer
         self._config = audio_out
-        self._audio: AudioOutput[Wire] | None = None
+        self._audio: AudioOutput[Wire | _SerializerFlush] | None = None
         if audio_out is not None:
             self._audio = AudioOutput(
                 sample_rate=audio_out.sample_rate,
@@ -93,9 +104,10 @@ class Outbound:
             return self.take_due(now), True
         if isinstance(frame, TTSStoppedFrame):
             if audio is None:
-                return [], True
+                return self._flush_serializer(), True
             self._flush_resamplers(now)
             audio.end_utterance(now)
+            self._queue_serializer_flush(audio)
             return self.take_due(now), True
         if isinstance(frame, CancelFrame):
             if audio is not None:
@@ -105,8 +117,10 @@ class Outbound:
         if isinstance(frame, EndFrame):
             if audio is None:
                 self._finished = True
-                return [], True
+                return self._flush_serializer(), True
             self._flush_resamplers(now)
+            audio.end_utterance(now)
+            self._queue_serializer_flush(audio)
             audio.end(now)
             return self.take_due(now), True
         data = self.serializer.serialize(frame)
@@ -141,6 +155,8 @@ class Outbound:
                     continue
                 if data is not None:  # a serializer without audio (text only) sends none
                     out.append(data)
+            elif isinstance(item.item, _SerializerFlush):
+                out += self._flush_serializer()
             else:
                 out.append(item.item)
         return out
@@ -214,6 +230,23 @@ class Outbound:
         if len(frame.audio) % 2:
             raise ValueError("audio must be a whole number of 16-bit samples")
         return resampler.process(frame.audio)
+
+    def _queue_serializer_flush(self, audio: AudioOutput[Wire | _SerializerFlush]) -> None:
+        if audio.state is OutputState.OPEN:  # after EndFrame, its own flush is queued already
+            audio.queue_message(_FLUSH)
+
+    def _flush_serializer(self) -> list[Wire]:
+        """The serializer's held tail (its optional ``flush()``), as messages to send now."""
+        flush = getattr(self.serializer, "flush", None)
+        if flush is None:
+            return []
+        try:
+            data = flush()
+        except Exception as exc:
+            # As for a paced chunk: no caller to raise to when a timer sends it.
+            self._send_errors.append(f"{type(exc).__name__}: {exc}")
+            return []
+        return [] if data is None else [data]
 
     def _flush_resamplers(self, now: float) -> None:
         """The end of an utterance: what the resamplers still hold goes out too."""

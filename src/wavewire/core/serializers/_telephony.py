@@ -7,21 +7,39 @@ calls ``for_session()`` once per session (see :mod:`wavewire.core.serializers.ba
 a fresh instance with the same configuration, so no id or audio leaks from one call to another.
 The configured instance itself is never used for a call and can be shared.
 
-Common behaviour (each provider's module gives its message shapes):
+Common behaviour (each provider's module gives its message shapes; docs/telephony.md compares
+them with Pipecat's, message by message):
 
 - Received audio becomes :class:`InputAudioRawFrame` at ``sample_rate``, mono; a message whose
   audio is still filling the resampler is ignored (``None``).
 - Sent audio is any :class:`AudioRawFrame`, mono, at whatever rate it has (resampled to the
-  provider's); nothing is sent while the resampler fills. :class:`InterruptionFrame` sends the
-  provider's clear message and resets the outgoing resampler, so no tail of the interrupted
-  speech leaks into the next. :class:`OutputTransportMessageFrame` goes as JSON text, as
-  given: it is how an application sends what has no frame (a mark, a checkpoint).
+  provider's); nothing is sent while the resampler fills. ``flush()`` sends what the resampler
+  still holds (about 60 ms, up to 115 ms, at 16 kHz -> 8 kHz): the core calls it at the end of
+  each utterance (``TTSStoppedFrame``, ``EndFrame``), after its last chunk, so the last word
+  reaches the call then and not when the next utterance starts. :class:`InterruptionFrame`
+  sends the provider's clear message and resets the outgoing resampler, so no tail of the
+  interrupted speech leaks into the next. :class:`OutputTransportMessageFrame` goes as JSON
+  text, as given: it is how an application sends what has no frame (a mark, a checkpoint).
+- RTVI messages (a transport message whose ``label`` is ``"rtvi-ai"``) are not sent
+  (``None``), as in Pipecat (``ignore_rtvi_messages=True``): they are for web clients, and a
+  phone provider does not understand them. ``ignore_rtvi_messages=False`` sends them.
+- Stream ids. A ``start`` event's stream id replaces a configured one (Pipecat keeps the
+  configured one, but its serializer never reads ``start``: its runner builds the serializer
+  from that same event, so the two cannot differ there). The provider addresses this
+  connection's stream by the id it announced; messages under another id would be ignored.
+  Before any id is known a media message raises :class:`SerializationError` where the
+  provider needs the id (Twilio, Exotel; Pipecat would send ``null``, which the provider
+  rejects), and a clear message is not sent (``None``; Pipecat sends ``null``): no media can
+  have been sent yet, so there is nothing to clear.
 - A DTMF event becomes :class:`InputDTMFFrame`. Every other event, known (``connected``,
   ``start``, ``stop``, ``mark``, ...) or not, becomes :class:`InputTransportMessageFrame`
-  holding the parsed JSON, so the application sees call metadata (custom parameters, caller
-  number) that only the wire carries; ``start`` also sets the stream and call ids.
+  holding the parsed JSON (Pipecat drops them), so the application sees call metadata (custom
+  parameters, caller number) that only the wire carries; ``start`` also sets the stream and
+  call ids.
 - A malformed message (not JSON, not an object, a field of the wrong type, a payload that is
-  not base64) raises :class:`SerializationError`, and nothing else does.
+  not base64) raises :class:`SerializationError`, and nothing else does (Pipecat logs and
+  drops it; the core drops it too, and reports it as ``MessageDropped``).
+- Resampling is soxr's ``HQ`` (Pipecat: ``VHQ``); see :mod:`._codecs` for why, with numbers.
 """
 
 from __future__ import annotations
@@ -67,22 +85,26 @@ class TelephonySerializer:
     def __init__(
         self,
         *,
-        inbound_encoding: Encoding,
-        outbound_encoding: Encoding,
+        received_encoding: Encoding,
+        sent_encoding: Encoding,
         provider_sample_rate: int,
         sample_rate: int,
         stream_id: str | None,
         call_id: str | None,
+        ignore_rtvi_messages: bool,
         config: dict[str, Any],
     ) -> None:
-        self._inbound_encoding = _encoding("inbound_encoding", inbound_encoding)
-        self._outbound_encoding = _encoding("outbound_encoding", outbound_encoding)
+        self._received_encoding = _encoding("received_encoding", received_encoding)
+        self._sent_encoding = _encoding("sent_encoding", sent_encoding)
         self._provider_rate = positive_int("provider sample rate", provider_sample_rate)
         self._sample_rate = positive_int("sample_rate", sample_rate)
         self._stream_id = optional_str("stream id", stream_id)
         self._call_id = optional_str("call id", call_id)
+        if not isinstance(ignore_rtvi_messages, bool):
+            raise TypeError(f"ignore_rtvi_messages must be a bool, got {ignore_rtvi_messages!r}")
+        self._ignore_rtvi = ignore_rtvi_messages
         self._config = config
-        if {inbound_encoding, outbound_encoding} != {"L16"}:
+        if {received_encoding, sent_encoding} != {"L16"}:
             require_audioop()
         self._inbound = StreamResampler(self._provider_rate, self._sample_rate)
         self._outbound: StreamResampler | None = None
@@ -106,14 +128,14 @@ class TelephonySerializer:
         return self._provider_rate
 
     @property
-    def inbound_encoding(self) -> Encoding:
-        """The encoding of received audio."""
-        return self._inbound_encoding
+    def received_encoding(self) -> Encoding:
+        """The encoding of the audio the provider sends us."""
+        return self._received_encoding
 
     @property
-    def outbound_encoding(self) -> Encoding:
-        """The encoding of sent audio."""
-        return self._outbound_encoding
+    def sent_encoding(self) -> Encoding:
+        """The encoding of the audio we send the provider."""
+        return self._sent_encoding
 
     @property
     def stream_id(self) -> str | None:
@@ -132,7 +154,8 @@ class TelephonySerializer:
         transport message as JSON text; ``None`` for anything else (see the module docstring).
 
         Raises :class:`SerializationError` for audio that is not mono 16-bit, a message that
-        is not JSON-serializable, or a message that needs the stream id before it is known.
+        is not JSON-serializable, or a media message that needs the stream id before it is
+        known.
         """
         if isinstance(frame, AudioRawFrame):
             return self._serialize_audio(frame)
@@ -142,8 +165,26 @@ class TelephonySerializer:
                 self._outbound.clear()
             return message
         if isinstance(frame, OutputTransportMessageFrame):
+            if self._ignore_rtvi and is_rtvi_message(frame.message):
+                return None
             return dumps_message(frame.message)
         return None
+
+    def flush(self) -> bytes | str | None:
+        """The end of an utterance: what the outgoing resampler still holds, as one media
+        message (``None``: nothing held). The core calls it after an utterance's last chunk
+        (``TTSStoppedFrame``, ``EndFrame``), so the last word is not held back until the next
+        utterance pushes it out; the resampler then starts afresh.
+
+        """
+        # A resampler exists only once a media message was built, so its id check passed.
+        resampler = self._outbound
+        if resampler is None:
+            return None
+        pcm = resampler.flush()
+        if not pcm:
+            return None
+        return self._media_message(encode(self._sent_encoding, pcm))
 
     def _serialize_audio(self, frame: AudioRawFrame) -> bytes | str | None:
         if frame.num_channels != 1:
@@ -155,7 +196,7 @@ class TelephonySerializer:
         if resampler is None or resampler.in_rate != frame.sample_rate:
             resampler = self._outbound = StreamResampler(frame.sample_rate, self._provider_rate)
         pcm = resampler.process(frame.audio)
-        return self._media_message(encode(self._outbound_encoding, pcm)) if pcm else None
+        return self._media_message(encode(self._sent_encoding, pcm)) if pcm else None
 
     def _check_can_send_media(self) -> None:
         """Raise :class:`SerializationError` if a media message cannot be built yet."""
@@ -163,7 +204,7 @@ class TelephonySerializer:
     def _media_message(self, audio: bytes) -> bytes | str:
         raise NotImplementedError
 
-    def _clear_message(self) -> str:
+    def _clear_message(self) -> str | None:
         raise NotImplementedError
 
     def require_stream_id(self, what: str) -> str:
@@ -180,7 +221,7 @@ class TelephonySerializer:
     def audio_frame(self, audio: bytes) -> InputAudioRawFrame | None:
         """Received provider audio as a frame at the application's rate (``None``: no output
         from the resampler yet)."""
-        pcm = self._inbound.process(decode(self._inbound_encoding, audio))
+        pcm = self._inbound.process(decode(self._received_encoding, audio))
         if not pcm:
             return None
         return InputAudioRawFrame(audio=pcm, sample_rate=self._sample_rate, num_channels=1)
@@ -278,6 +319,15 @@ def dtmf_frame(digit: str) -> InputDTMFFrame:
         raise SerializationError(str(exc)) from exc
 
 
+#: The ``label`` of RTVI messages (Pipecat's ``RTVI.MESSAGE_LABEL``): they are for web clients.
+RTVI_MESSAGE_LABEL = "rtvi-ai"
+
+
+def is_rtvi_message(message: object) -> bool:
+    """Whether a transport message is an RTVI message (Pipecat's ``should_ignore_frame``)."""
+    return isinstance(message, dict) and message.get("label") == RTVI_MESSAGE_LABEL
+
+
 def event_message(message: JSONObject) -> InputTransportMessageFrame:
     return InputTransportMessageFrame(message=message)
 
@@ -309,8 +359,11 @@ class MediaStreamSerializer(TelephonySerializer):
             }
         )
 
-    def _clear_message(self) -> str:
-        return json.dumps({"event": "clear", self.stream_key: self.require_stream_id("clear")})
+    def _clear_message(self) -> str | None:
+        # No stream id yet: no media can have been sent (it needs the id), nothing to clear.
+        if self.stream_id is None:
+            return None
+        return json.dumps({"event": "clear", self.stream_key: self.stream_id})
 
     def deserialize(self, data: bytes | str) -> Frame | None:
         """Decode one event (see the provider's module docstring)."""

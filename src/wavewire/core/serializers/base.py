@@ -14,6 +14,12 @@ event, a resampler's history) also implements ``for_session() -> FrameSerializer
 calls it once per session (each adopted client; the client's one connection) and uses the
 instance it returns for that session only, so no state leaks between calls. A stateless
 serializer does not need it: the configured instance is shared.
+
+A serializer that holds audio back (a telephony serializer's resampler keeps the last tens of
+milliseconds it was given) also implements ``flush() -> bytes | str | None``: the core calls it
+at the end of each utterance (``TTSStoppedFrame``, ``EndFrame``), right after the utterance's
+last audio message, and sends what it returns, so the end of the speech is not held back until
+the next utterance pushes it out (see ``core/outbound.py``).
 """
 
 from __future__ import annotations

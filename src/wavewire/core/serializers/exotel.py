@@ -19,7 +19,8 @@ Sent: ``{"event": "media", "stream_sid": ..., "media": {"payload": "<base64>"}}`
 ``{"event": "clear", "stream_sid": ...}`` for :class:`InterruptionFrame`, and an
 :class:`OutputTransportMessageFrame`'s JSON as is (a ``mark``: ``{"event": "mark",
 "stream_sid": ..., "mark": {"name": ...}}``). Media and clear need the stream sid:
-configured, or learned from ``start``; before that :class:`SerializationError`. Exotel
+configured, or learned from ``start`` (its id replaces a configured one). Before that, media
+raises :class:`SerializationError` and clear sends nothing (see :mod:`._telephony`). Exotel
 plays audio in multiples of 320 bytes (20 ms at 8 kHz): send 20 ms output chunks, or a
 multiple. Exotel cannot send DTMF into the call over the stream.
 
@@ -47,18 +48,21 @@ class ExotelFrameSerializer(MediaStreamSerializer):
         *,
         exotel_sample_rate: int = 8000,
         sample_rate: int = 16000,
+        ignore_rtvi_messages: bool = True,
     ) -> None:
         super().__init__(
-            inbound_encoding="L16",
-            outbound_encoding="L16",
+            received_encoding="L16",
+            sent_encoding="L16",
             provider_sample_rate=exotel_sample_rate,
             sample_rate=sample_rate,
             stream_id=stream_sid,
             call_id=call_sid,
+            ignore_rtvi_messages=ignore_rtvi_messages,
             config={
                 "stream_sid": stream_sid,
                 "call_sid": call_sid,
                 "exotel_sample_rate": exotel_sample_rate,
                 "sample_rate": sample_rate,
+                "ignore_rtvi_messages": ignore_rtvi_messages,
             },
         )

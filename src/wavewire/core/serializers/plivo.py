@@ -15,11 +15,15 @@ Received:
   :class:`InputTransportMessageFrame`.
 
 Sent: ``{"event": "playAudio", "media": {"contentType": "audio/x-mulaw", "sampleRate": 8000,
-"payload": "<base64>"}}`` for audio, ``{"event": "clearAudio", "streamId": ...}`` for
-:class:`InterruptionFrame` (it needs the stream id: configured, or learned from ``start``;
-before that :class:`SerializationError`), and an :class:`OutputTransportMessageFrame`'s JSON as
-is (a ``checkpoint``: ``{"event": "checkpoint", "streamId": ..., "name": ...}``). Plivo cannot
-send DTMF into the call over the stream; hanging up is a REST call for the application.
+"payload": "<base64>"}, "streamId": ...}`` for audio: the shape Pipecat sends. Plivo's
+documentation of ``playAudio`` lists only ``event`` and ``media`` (``contentType``,
+``sampleRate``, ``payload``), so ``streamId`` is optional: it is sent once known (configured,
+or learned from ``start``, which Plivo sends first) and left out before, rather than sent as
+``null``. ``{"event": "clearAudio", "streamId": ...}`` for :class:`InterruptionFrame` (nothing
+before the stream id is known: see :mod:`._telephony`), and an
+:class:`OutputTransportMessageFrame`'s JSON as is (a ``checkpoint``: ``{"event":
+"checkpoint", "streamId": ..., "name": ...}``). Plivo cannot send DTMF into the call over the
+stream; hanging up is a REST call for the application.
 
 Stateful: the core uses ``for_session()`` (see :mod:`._telephony`).
 """
@@ -30,6 +34,7 @@ import json
 
 from wavewire.core.frames import Frame
 from wavewire.core.serializers._telephony import (
+    JSONObject,
     TelephonySerializer,
     decode_payload,
     dtmf_frame,
@@ -56,36 +61,44 @@ class PlivoFrameSerializer(TelephonySerializer):
         *,
         plivo_sample_rate: int = 8000,
         sample_rate: int = 16000,
+        ignore_rtvi_messages: bool = True,
     ) -> None:
         super().__init__(
-            inbound_encoding="PCMU",
-            outbound_encoding="PCMU",
+            received_encoding="PCMU",
+            sent_encoding="PCMU",
             provider_sample_rate=plivo_sample_rate,
             sample_rate=sample_rate,
             stream_id=stream_id,
             call_id=call_id,
+            ignore_rtvi_messages=ignore_rtvi_messages,
             config={
                 "stream_id": stream_id,
                 "call_id": call_id,
                 "plivo_sample_rate": plivo_sample_rate,
                 "sample_rate": sample_rate,
+                "ignore_rtvi_messages": ignore_rtvi_messages,
             },
         )
 
     def _media_message(self, audio: bytes) -> str:
-        return json.dumps(
-            {
-                "event": "playAudio",
-                "media": {
-                    "contentType": "audio/x-mulaw",
-                    "sampleRate": self.provider_sample_rate,
-                    "payload": encode_payload(audio),
-                },
-            }
-        )
+        message: JSONObject = {
+            "event": "playAudio",
+            "media": {
+                "contentType": "audio/x-mulaw",
+                "sampleRate": self.provider_sample_rate,
+                "payload": encode_payload(audio),
+            },
+        }
+        # Plivo documents playAudio without it; Pipecat sends it (Plivo accepts both).
+        if self.stream_id is not None:
+            message["streamId"] = self.stream_id
+        return json.dumps(message)
 
-    def _clear_message(self) -> str:
-        return json.dumps({"event": "clearAudio", "streamId": self.require_stream_id("clearAudio")})
+    def _clear_message(self) -> str | None:
+        # Without the stream id there is no clearAudio to address (see _telephony).
+        if self.stream_id is None:
+            return None
+        return json.dumps({"event": "clearAudio", "streamId": self.stream_id})
 
     def deserialize(self, data: bytes | str) -> Frame | None:
         """Decode a Plivo event (see the module docstring)."""

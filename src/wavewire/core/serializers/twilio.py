@@ -18,8 +18,9 @@ Sent: ``{"event": "media", "streamSid": ..., "media": {"payload": "<base64>"}}``
 ``{"event": "clear", "streamSid": ...}`` for :class:`InterruptionFrame`, and an
 :class:`OutputTransportMessageFrame`'s JSON as is (a ``mark``: ``{"event": "mark",
 "streamSid": ..., "mark": {"name": ...}}``). Media and clear need the stream sid: configured,
-or learned from ``start`` (Twilio sends it first); before that they raise
-:class:`SerializationError`. Twilio cannot send DTMF into the call over the stream.
+or learned from ``start`` (Twilio sends it first; its id replaces a configured one). Before
+that, media raises :class:`SerializationError` and clear sends nothing (Pipecat sends
+``null``; see :mod:`._telephony`). Twilio cannot send DTMF into the call over the stream.
 
 Pipecat's serializer can also hang the call up through Twilio's REST API when the pipeline
 ends; that is I/O, which the core does not do: the application calls the REST API itself.
@@ -48,18 +49,21 @@ class TwilioFrameSerializer(MediaStreamSerializer):
         *,
         twilio_sample_rate: int = 8000,
         sample_rate: int = 16000,
+        ignore_rtvi_messages: bool = True,
     ) -> None:
         super().__init__(
-            inbound_encoding="PCMU",
-            outbound_encoding="PCMU",
+            received_encoding="PCMU",
+            sent_encoding="PCMU",
             provider_sample_rate=twilio_sample_rate,
             sample_rate=sample_rate,
             stream_id=stream_sid,
             call_id=call_sid,
+            ignore_rtvi_messages=ignore_rtvi_messages,
             config={
                 "stream_sid": stream_sid,
                 "call_sid": call_sid,
                 "twilio_sample_rate": twilio_sample_rate,
                 "sample_rate": sample_rate,
+                "ignore_rtvi_messages": ignore_rtvi_messages,
             },
         )

@@ -8,10 +8,14 @@ events travel as JSON text. Received:
 - A binary message: :class:`InputAudioRawFrame` at ``sample_rate`` (an empty one is ignored).
 - ``{"event": "websocket:connected", "content-type": "audio/l16;rate=16000", ...}``, the first
   message (with the NCCO's custom headers): :class:`InputTransportMessageFrame`. Its rate, if
-  it differs from ``vonage_sample_rate``, is the one used from then on: it is what the call
-  actually carries.
+  it differs from ``vonage_sample_rate``, is the one used from then on (``provider_sample_rate``
+  says which): it is what the call actually carries, and audio sent at another rate would
+  play at the wrong speed. Pipecat keeps the configured rate. The switch is not logged here
+  (the core does no I/O, logging included); the application sees it in this frame's
+  ``content-type``.
 - ``{"event": "websocket:dtmf", "digit": "5", "duration": 260}`` (or the digit in a ``dtmf``
-  object): :class:`InputDTMFFrame`.
+  object; or a number, ``"digit": 5``, read as ``"5"`` as Pipecat does):
+  :class:`InputDTMFFrame`.
 - ``websocket:cleared``, ``websocket:notify`` and any other JSON object:
   :class:`InputTransportMessageFrame`.
 
@@ -50,15 +54,26 @@ class VonageFrameSerializer(TelephonySerializer):
 
     provider = "Vonage"
 
-    def __init__(self, *, vonage_sample_rate: int = 16000, sample_rate: int = 16000) -> None:
+    def __init__(
+        self,
+        *,
+        vonage_sample_rate: int = 16000,
+        sample_rate: int = 16000,
+        ignore_rtvi_messages: bool = True,
+    ) -> None:
         super().__init__(
-            inbound_encoding="L16",
-            outbound_encoding="L16",
+            received_encoding="L16",
+            sent_encoding="L16",
             provider_sample_rate=vonage_sample_rate,
             sample_rate=sample_rate,
             stream_id=None,
             call_id=None,
-            config={"vonage_sample_rate": vonage_sample_rate, "sample_rate": sample_rate},
+            ignore_rtvi_messages=ignore_rtvi_messages,
+            config={
+                "vonage_sample_rate": vonage_sample_rate,
+                "sample_rate": sample_rate,
+                "ignore_rtvi_messages": ignore_rtvi_messages,
+            },
         )
 
     def _media_message(self, audio: bytes) -> bytes:
@@ -75,6 +90,10 @@ class VonageFrameSerializer(TelephonySerializer):
         event = message.get("event")
         if event == "websocket:dtmf":
             holder = message if "digit" in message else get_object(message, "dtmf")
+            digit = holder.get("digit")
+            # A digit as a JSON number (5, not "5") is the same key, as Pipecat reads it.
+            if isinstance(digit, int) and not isinstance(digit, bool) and 0 <= digit <= 9:
+                return dtmf_frame(str(digit))
             return dtmf_frame(get_str(holder, "digit"))
         if event == "websocket:connected":
             match = _RATE.search(get_optional_str(message, "content-type") or "")
