@@ -11,6 +11,8 @@ frame                                  handling
                                        rate is resampled (streaming soxr, the ``telephony`` extra;
                                        without it ``ValueError`` naming it), other mismatches are
                                        refused (``ValueError``): never sent at the wrong rate
+``SerializedAudioFrame``               audio the application serialized itself: one chunk's slot
+                                       in the same schedule, its ``data`` sent as is when due
 ``TTSStoppedFrame``                    end of an utterance: the held partial chunk is padded, queued
 ``InterruptionFrame``                  every queued and held chunk dropped at once, then the
                                        serializer's interruption message sent (``AudioInterrupted``
@@ -32,7 +34,7 @@ the transport's job (``audio_out_enabled``).
 
 from __future__ import annotations
 
-from .audio import AudioChunk, AudioOutput, AudioStats
+from .audio import AudioChunk, AudioOutput, AudioStats, EncodedChunk
 from .config import AudioOutConfig
 from .events import AudioChunkDropped, AudioInterrupted, ConnectionInfo
 from .frames import (
@@ -43,6 +45,7 @@ from .frames import (
     InterruptionFrame,
     OutputAudioRawFrame,
     OutputTransportMessageUrgentFrame,
+    SerializedAudioFrame,
     TTSStoppedFrame,
 )
 from .serializers._codecs import StreamResampler
@@ -90,6 +93,11 @@ class Outbound:
         audio = self._audio
         if isinstance(frame, AudioRawFrame) and audio is not None:
             audio.write_audio(self._at_output_rate(frame), now)
+            return self.take_due(now), True
+        if isinstance(frame, SerializedAudioFrame):
+            if audio is None:
+                return ([] if frame.data is None else [frame.data]), True
+            audio.write_encoded(frame.data, now)
             return self.take_due(now), True
         if isinstance(frame, TTSStoppedFrame):
             if audio is None:
@@ -141,6 +149,9 @@ class Outbound:
                     continue
                 if data is not None:  # a serializer without audio (text only) sends none
                     out.append(data)
+            elif isinstance(item, EncodedChunk):
+                if item.item is not None:
+                    out.append(item.item)
             else:
                 out.append(item.item)
         return out
