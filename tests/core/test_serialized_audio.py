@@ -9,7 +9,7 @@ import pytest
 from wavewire.core.audio import AudioBufferFull, AudioChunk, AudioOutput, EncodedChunk, Message
 from wavewire.core.config import AudioOutConfig, ClientConfig, ServerConfig
 from wavewire.core.errors import InvalidState
-from wavewire.core.events import AudioInterrupted, FrameReceived
+from wavewire.core.events import AudioInterrupted, ConnectionId, FrameReceived
 from wavewire.core.frames import (
     EndFrame,
     Frame,
@@ -77,7 +77,7 @@ def test_encoded_chunks_are_backpressured_interrupted_and_refused_after_a_partia
         output.write_encoded("d", T0 + 10)
 
 
-def server_with(audio_out: AudioOutConfig | None) -> tuple[Network, int]:
+def server_with(audio_out: AudioOutConfig | None) -> tuple[Network, ConnectionId]:
     net = Network(ServerConfig(ping_interval=None, audio_out=audio_out))
     link = net.connect(config=ClientConfig(ping_interval=None))
     return net, link.connection_id

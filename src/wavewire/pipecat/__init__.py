@@ -23,6 +23,11 @@ except ImportError as exc:  # pragma: no cover - exercised in the envs without P
         f" ({exc})"
     ) from exc
 
+from wavewire.pipecat.client import (
+    WebsocketClientConnection,
+    WebsocketClientParams,
+    WebsocketClientTransport,
+)
 from wavewire.pipecat.server import (
     SingleClientWebsocketServerParams,
     SingleClientWebsocketServerTransport,
@@ -34,6 +39,9 @@ from wavewire.pipecat.server import (
 __all__ = [
     "SingleClientWebsocketServerParams",
     "SingleClientWebsocketServerTransport",
+    "WebsocketClientConnection",
+    "WebsocketClientParams",
+    "WebsocketClientTransport",
     "WebsocketServerClient",
     "WebsocketServerParams",
     "WebsocketServerTransport",

@@ -126,6 +126,35 @@ class ClientConnection:
     def connected(self) -> bool:
         return self.disconnect is None
 
+    def offer(self, frame: Frame) -> bool:
+        """Queue ``frame`` on this connection without waiting: False, with nothing queued,
+        while its audio queue is full (``wait_audio_writable``, then offer it again);
+        ``ConnectionClosed`` once it is closing. For a caller that decides, between tries,
+        whether the frame is still wanted (``wavewire.pipecat``); others use the transport's
+        ``output().send()``, which also checks ``audio_out_enabled``."""
+        if self.disconnect is not None:
+            raise ConnectionClosed("the connection is closed")
+        if isinstance(frame, EndFrame | CancelFrame):
+            self.closed_locally = True  # the application ends it: never reconnected
+        try:
+            self._driver.send_frame(frame)
+        except AudioBufferFull:
+            return False
+        return True
+
+    async def wait_audio_writable(self) -> None:
+        """Wait until the audio queue accepts audio again; ``ConnectionClosed`` if the
+        connection closes first."""
+        await self._driver.wait_audio_writable()
+
+    async def drain(self) -> None:
+        """Wait while the socket buffer is above ``max_output_buffer``."""
+        await self._driver.drain()
+
+    async def wait_closed(self) -> None:
+        """Wait until the connection is over (its socket closed)."""
+        await self._driver.done.wait()
+
     async def close(self, code: int = 1000, reason: str = "") -> None:
         """Close this connection (never reconnected) and wait until it is over, bounded by
         ``close_timeout``."""
@@ -371,21 +400,13 @@ class WebsocketClientTransport:
                 await anyio.lowlevel.checkpoint()  # dropped; still a checkpoint for send loops
                 return
             raise ConnectionClosed("the client transport is not connected")
-        driver = current._driver
-        ending = isinstance(frame, EndFrame | CancelFrame)
-        if ending:
-            current.closed_locally = True  # the application ends it: never reconnected
-        while True:
-            try:
-                driver.send_frame(frame)
-                break
-            except AudioBufferFull:
-                # The queue is full: wait until the timer has sent enough chunks, then retry.
-                await driver.wait_audio_writable()
-        if ending:
-            await driver.done.wait()  # after the drain (EndFrame) and the close handshake
+        # The queue is full: wait until the timer has sent enough chunks, then retry.
+        while not current.offer(frame):
+            await current.wait_audio_writable()
+        if isinstance(frame, EndFrame | CancelFrame):
+            await current.wait_closed()  # after the drain (EndFrame) and the close handshake
         else:
-            await driver.drain()
+            await current.drain()
 
     def _queue(self, name: str, *args: object) -> None:
         self._pending.append((name, args))
