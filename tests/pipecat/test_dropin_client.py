@@ -9,6 +9,7 @@ from typing import Any
 
 import anyio
 import pytest
+import websockets
 from pipecat.frames.frames import (
     EndFrame,
     InputAudioRawFrame,
@@ -34,6 +35,7 @@ from wavewire.pipecat import (
     WebsocketClientParams,
     WebsocketClientTransport,
 )
+from wavewire.transports.params import ReconnectPolicy
 
 from .dropin_harness import CHUNK, RATE, Recorder, pcm, queue, running
 
@@ -159,3 +161,42 @@ async def test_against_pipecats_server_audio_and_messages_both_ways() -> None:
     assert connected is disconnected
     disconnect = connected.connection.disconnect
     assert disconnect is not None and disconnect.code == 1000
+
+
+async def test_refused_by_pipecats_server_with_1013_the_client_backs_off() -> None:
+    # The issue's case: Pipecat 1.14's server accepts a second client's handshake and closes it
+    # with 1013 at once; every handshake used to reset the backoff (about 4 reconnects/s).
+    port = free_port()
+    server = PipecatServerTransport(
+        PipecatServerParams(serializer=PipecatProtobuf()), host="127.0.0.1", port=port
+    )
+    ready = asyncio.Event()
+
+    async def on_ready(transport: object) -> None:
+        ready.set()
+
+    server.add_event_handler("on_websocket_ready", on_ready)
+    policy = ReconnectPolicy(base=0.05, cap=0.4, random=lambda: 0.5)
+    client = WebsocketClientTransport(
+        f"ws://127.0.0.1:{port}/ws", WebsocketClientParams(reconnect=policy)
+    )
+    attempts: list[tuple[int, float]] = []
+    enough = asyncio.Event()
+
+    async def on_reconnecting(transport: object, attempt: int, delay: float) -> None:
+        attempts.append((attempt, delay))
+        if len(attempts) >= 3:
+            enough.set()
+
+    client.add_event_handler("on_reconnecting", on_reconnecting)
+    with anyio.fail_after(30):
+        async with running([server.input(), Recorder(), server.output()]):
+            await ready.wait()
+            async with (
+                websockets.connect(f"ws://127.0.0.1:{port}/ws"),  # holds the one place
+                running([client.input(), Recorder(), client.output()]),
+            ):
+                await enough.wait()
+    first = sorted(attempts)[:3]
+    assert [n for n, _ in first] == [1, 2, 3]
+    assert [d for _, d in first] == pytest.approx([0.05, 0.075, 0.125])

@@ -19,7 +19,8 @@ Events (``@transport.event_handler(name)``), run one at a time, in order, in one
 * ``on_disconnected(transport, connection)``: it ended; ``connection.disconnect`` says how
   (code, reason, cause). Exactly once per ``on_connected``.
 * ``on_reconnecting(transport, attempt, delay)``: with ``reconnect`` on, attempt ``attempt``
-  (from 1) starts after ``delay`` seconds.
+  starts after ``delay`` seconds (counted from 1 since the last connection that stayed open
+  ``stable_after`` seconds: see ``ReconnectPolicy``).
 * ``on_reconnect_failed(transport, error)``: reconnecting stopped for good: ``error`` is the
   last attempt's (a 4xx rejection, or the ``max_attempts``-th failure).
 * ``on_audio_interrupted(transport, dropped_ms)``: an ``InterruptionFrame`` sent through
@@ -192,13 +193,19 @@ class WebsocketClientTransport:
         self._current: ClientConnection | None = None
         #: A reconnect is pending (sends are dropped rather than refused).
         self._reconnecting = False
+        # Reconnect attempts since the last stable connection (the backoff's exponent), when
+        # the current connection was adopted, and the close code that ended the last one.
+        self._attempts = 0
+        self._connected_at = 0.0
+        self._last_code: int | None = None
         self._exiting = False
         self._pending: deque[tuple[str, tuple[object, ...]]] = deque()
         # Created on entering (anyio's events need a running event loop).
         self._pending_wake: anyio.Event
         self._dispatcher_done: anyio.Event
         self._finished: anyio.Event
-        self._reconnect_scope: anyio.CancelScope
+        # The pending reconnect's scope (a new one per reconnect: trio's scopes are single-use).
+        self._reconnect_scope: anyio.CancelScope | None = None
         self._inbox_send: MemoryObjectSendStream[Frame] | None = None
         self._inbox_receive: MemoryObjectReceiveStream[Frame] | None = None
         self._audio_in = AudioInputGate(self.params.audio_in_enabled, logger)
@@ -222,7 +229,7 @@ class WebsocketClientTransport:
         self._pending_wake = anyio.Event()
         self._finished = anyio.Event()
         self._dispatcher_done = anyio.Event()
-        self._reconnect_scope = anyio.CancelScope()
+        self._reconnect_scope = None
         # Connect first, in this task: a failure is raised as is, with nothing left behind.
         driver = await self._connect()
         async with AsyncExitStack() as stack:
@@ -248,7 +255,8 @@ class WebsocketClientTransport:
         assert stack is not None
         self._exiting = True
         self._reconnecting = False
-        self._reconnect_scope.cancel()  # a pending reconnect is abandoned at once
+        if self._reconnect_scope is not None:
+            self._reconnect_scope.cancel()  # a pending reconnect is abandoned at once
         # Input is over: a reader blocked on a full input queue must not hold up the close.
         if self._inbox_receive is not None:
             self._inbox_receive.close()
@@ -311,6 +319,10 @@ class WebsocketClientTransport:
                     continue
                 current.disconnect = event
                 self._current = None
+                self._last_code = event.code
+                if self._policy is not None:
+                    connected_for = anyio.current_time() - self._connected_at
+                    self._attempts = self._policy.attempts_after(self._attempts, connected_for)
                 self._reconnecting = (
                     self._policy is not None
                     and not self._exiting
@@ -349,6 +361,7 @@ class WebsocketClientTransport:
     def _adopt(self, driver: AnyioClientDriver) -> None:
         connection = ClientConnection(driver)
         self._current = connection
+        self._connected_at = anyio.current_time()
         self._reconnecting = False
         self._queue("on_connected", connection)
 
@@ -360,7 +373,8 @@ class WebsocketClientTransport:
                 await next_driver.run()
                 next_driver = None
                 if self._reconnecting:
-                    with self._reconnect_scope:
+                    scope = self._reconnect_scope = anyio.CancelScope()
+                    with scope:
                         next_driver = await self._reconnect()
         finally:
             self._reconnecting = False
@@ -371,17 +385,21 @@ class WebsocketClientTransport:
     async def _reconnect(self) -> AnyioClientDriver | None:
         policy = self._policy
         assert policy is not None
-        attempt = 0
+        failed = 0  # consecutive failed attempts in this reconnect, for max_attempts
+        after_code = self._last_code
         while True:
-            attempt += 1
-            delay = policy.delay(attempt)
+            self._attempts += 1
+            attempt = self._attempts
+            delay = policy.delay(attempt, after_code=after_code)
+            after_code = None  # later attempts follow a failed connect, not a close
             self._queue("on_reconnecting", attempt, delay)
             await anyio.sleep(delay)
             try:
                 driver = await self._connect()
             except (HandshakeError, ConnectError) as exc:
                 logger.info("reconnect attempt %d failed: %s", attempt, exc)
-                exhausted = policy.max_attempts is not None and attempt >= policy.max_attempts
+                failed += 1
+                exhausted = policy.max_attempts is not None and failed >= policy.max_attempts
                 if exhausted or not policy.retries_after(exc):
                     self._queue("on_reconnect_failed", exc)
                     return None
