@@ -48,6 +48,7 @@ from wavewire.core.frames import OutputAudioRawFrame as CoreOutputAudio
 from wavewire.core.frames import OutputTransportMessageFrame as CoreOutputMessage
 from wavewire.core.serializers._codecs import decode, encode
 from wavewire.core.serializers.protobuf import ProtobufFrameSerializer as CoreProtobuf
+from wavewire.core.wav import wav_chunk
 from wavewire.pipecat import (
     SingleClientWebsocketServerParams,
     SingleClientWebsocketServerTransport,
@@ -513,3 +514,37 @@ async def test_twilio_media_streams_both_ways() -> None:
     ulaw = b"".join(base64.b64decode(e["media"]["payload"]) for e in media)
     assert ulaw == encode("PCMU", said)
     assert events_out[-1] == {"event": "clear", "streamSid": "MZ0001"}
+
+
+async def test_uninterruptible_audio_plays_out_through_an_interruption() -> None:
+    transport, events = server()
+    kept = pcm(10, start=40)
+    frame = TTSAudioRawFrame(audio=kept, sample_rate=RATE, num_channels=1)
+    frame.interruptible = False  # Pipecat's rule: an interruption does not drop it
+    with anyio.fail_after(30):
+        async with running([transport.input(), Recorder(), transport.output()]) as worker:
+            await events.ready.wait()
+            async with peer(transport) as client:
+                await events.wait_for("on_client_connected")
+                await queue(worker, TTSStartedFrame(), frame, TTSStoppedFrame())
+                await client.wait_for(lambda: len(client.audio()) >= 2)
+                await queue(worker, InterruptionFrame())
+                await client.wait_for(lambda: len(client.audio()) >= 10)
+                await client.wait_for(
+                    lambda: any(isinstance(f, CoreInterruption) for f in client.received)
+                )
+    assert audio_of(client.received) == kept  # every chunk, none dropped
+    assert any(isinstance(f, CoreInterruption) for f in client.received)  # the client was told
+
+
+async def test_the_wav_header_is_added_per_chunk_when_asked() -> None:
+    transport, events = server(add_wav_header=True)
+    said = pcm(3, start=11)
+    with anyio.fail_after(30):
+        async with running([transport.input(), Recorder(), transport.output()]) as worker:
+            await events.ready.wait()
+            async with peer(transport) as client:
+                await events.wait_for("on_client_connected")
+                await queue(worker, *tts(said))
+                await client.wait_for(lambda: len(client.audio()) >= 3)
+    assert client.audio() == [wav_chunk(chunk, RATE) for chunk in chunks(said)]
