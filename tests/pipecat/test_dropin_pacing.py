@@ -185,3 +185,33 @@ def _serialized(frame: OutputAudioRawFrame) -> SerializedAudioFrame:
         CoreOutputAudio(audio=frame.audio, sample_rate=frame.sample_rate, num_channels=1)
     )
     return SerializedAudioFrame(data=data)
+
+
+async def test_bot_stopped_speaking_waits_for_the_last_chunk_to_be_on_the_wire() -> None:
+    client = SyntheticClient(16000, 1)
+    output = output_for(client, 16000, 1)
+    for _ in range(5):
+        chunk = OutputAudioRawFrame(audio=bytes([3, 0]) * 640, sample_rate=16000, num_channels=1)
+        assert await output.write_audio_frame(chunk)
+    assert client.now == pytest.approx(0.12)  # the last write returned one chunk early...
+    await output._paced.settle(client)
+    assert client.now == pytest.approx(0.16)  # ...BotStoppedSpeakingFrame leaves with it
+    assert client.wire[-1][0] == pytest.approx(0.16)
+    assert client.outbound.next_deadline() is None
+
+
+async def test_a_chunk_made_before_the_interruption_is_not_written_after_it() -> None:
+    client = SyntheticClient(16000, 1)
+    output = output_for(client, 16000, 1)
+    audio = bytes([5, 0]) * 640
+    stale = OutputAudioRawFrame(audio=audio, sample_rate=16000, num_channels=1)
+    uninterruptible = OutputAudioRawFrame(audio=audio, sample_rate=16000, num_channels=1)
+    uninterruptible.interruptible = False
+    output._paced.mark_interruption()  # Pipecat's sender had already taken these from its queue
+    fresh = OutputAudioRawFrame(audio=audio, sample_rate=16000, num_channels=1)
+    assert not await output.write_audio_frame(stale)
+    assert await output.write_audio_frame(uninterruptible)
+    assert await output.write_audio_frame(fresh)
+    while client.outbound.next_deadline() is not None:
+        client.fire_timer()
+    assert len(client.wire) == 2

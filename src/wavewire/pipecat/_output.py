@@ -9,14 +9,19 @@ to the core as a ``SerializedAudioFrame``, which the core paces in its drift-fre
 core's queue holds one chunk (``audio_out_max_queued_secs`` = one chunk), so an offer is taken
 once the chunk before it has left: a write returns when the chunk before its last one is due on
 the wire. That is Pipecat's contract ("written" = "about to be heard") with no sleep here:
-``Bot*SpeakingFrame`` and every frame after the audio stay within one chunk of what the peer
-hears.
+frames after the audio stay within one chunk of what the peer hears, and the one chunk queued
+ahead absorbs the event loop's jitter. ``BotStoppedSpeakingFrame`` waits (``settle``) until the
+last chunk is on the wire, so it leaves with the audio, not one chunk early.
 
-Interruption. Each ``InterruptionFrame`` bumps ``interruptions``; a write that began before it
-and is still waiting for its slot gives up (its chunk is never sent) unless its audio is
-uninterruptible (Pipecat's rule). Then the core drops the chunk it holds and sends the
-serializer's encoding of the interruption ahead of everything; if that chunk is uninterruptible,
-it is kept and the interruption goes out as an urgent message instead.
+Interruption. ``mark_interruption`` runs when an ``InterruptionFrame`` reaches the output. A
+write that began before it and is still waiting for its slot gives up (its chunk is never sent),
+and so does a chunk made before it that Pipecat's sender had already taken from its queue (it
+keeps "the frame being written": with Pipecat's own transport that one is on the wire, here it
+would play after the interruption); Pipecat's frame ids grow with creation, so that chunk is the
+one whose id is below the mark. Uninterruptible audio is never dropped (Pipecat's rule). Then,
+before Pipecat's own handling, the core drops the chunk it holds and sends the serializer's
+encoding of the interruption ahead of everything; if that chunk is uninterruptible, it is kept
+and the interruption goes out as an urgent message instead.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from pipecat.frames.frames import (
     OutputTransportMessageFrame,
     OutputTransportMessageUrgentFrame,
 )
+from pipecat.utils.utils import obj_id
 
 from wavewire.adapters.errors import ConnectionClosed
 from wavewire.core.frames import CancelFrame as CoreCancelFrame
@@ -74,8 +80,15 @@ class PacedOutput:
         self._channels = channels
         #: Bumped by each InterruptionFrame: a write still waiting from before it is stale.
         self.interruptions = 0
+        # Frames with an id below this were made before the last interruption: stale audio.
+        self._stale_below = 0
         # Whether the chunk last handed to the core came from uninterruptible audio.
         self._last_uninterruptible = False
+
+    def mark_interruption(self) -> None:
+        """An ``InterruptionFrame`` reached the output (before Pipecat's handling of it)."""
+        self.interruptions += 1
+        self._stale_below = obj_id()
 
     async def write_audio(
         self, link: Link | None, frame: OutputAudioRawFrame, *, chunk_size: int, sample_rate: int
@@ -85,6 +98,8 @@ class PacedOutput:
         if link is None or self.codec.serializer is None:
             return False
         interruptible = frame.interruptible
+        if interruptible and frame.id < self._stale_below:
+            return False  # made before the last interruption reached the output
         epoch = self.interruptions
         audio = frame.audio
         for start in range(0, len(audio), chunk_size):
@@ -121,6 +136,14 @@ class PacedOutput:
             return False
         return True
 
+    async def settle(self, link: Link | None) -> None:
+        """Wait until every chunk handed to the core is on the wire (at most one chunk): run
+        before ``BotStoppedSpeakingFrame`` is pushed, so that it leaves with the last audio
+        rather than one chunk ahead of it."""
+        if link is not None:
+            with contextlib.suppress(ConnectionClosed):
+                await link.wait_audio_writable()
+
     async def send_message(
         self,
         link: Link | None,
@@ -135,7 +158,9 @@ class PacedOutput:
             await self._send(link, WireMessage(message=None, wire=payload))
 
     async def interrupt(self, link: Link | None, frame: InterruptionFrame) -> None:
-        """After Pipecat's own interruption handling (``interruptions`` already bumped)."""
+        """Before Pipecat's own interruption handling (after ``mark_interruption``): the client
+        stops at once, and the ``BotStoppedSpeakingFrame`` that Pipecat's handling pushes
+        finds nothing left to wait for."""
         _, payload = await self.codec.encode(frame)
         if link is None:
             return

@@ -22,6 +22,7 @@ from typing import Any
 
 import anyio
 from pipecat.frames.frames import (
+    BotStoppedSpeakingFrame,
     CancelFrame,
     EndFrame,
     Frame,
@@ -361,10 +362,18 @@ class WebsocketClientOutputTransport(BaseOutputTransport):
 
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
         if isinstance(frame, InterruptionFrame):
-            self._paced.interruptions += 1
-        await super().process_frame(frame, direction)
-        if isinstance(frame, InterruptionFrame):
+            # The client is told first, then Pipecat drops its queue (and says "stopped").
+            self._paced.mark_interruption()
             await self._paced.interrupt(self._transport._session.link(), frame)
+        await super().process_frame(frame, direction)
+
+    async def push_frame(
+        self, frame: Frame, direction: FrameDirection = FrameDirection.DOWNSTREAM
+    ) -> None:
+        if isinstance(frame, BotStoppedSpeakingFrame):
+            # Leave with the last audio, not a chunk early.
+            await self._paced.settle(self._transport._session.link())
+        await super().push_frame(frame, direction)
 
     async def send_message(
         self, frame: OutputTransportMessageFrame | OutputTransportMessageUrgentFrame

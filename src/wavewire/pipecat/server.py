@@ -34,6 +34,7 @@ from typing import Any, Literal
 
 import anyio
 from pipecat.frames.frames import (
+    BotStoppedSpeakingFrame,
     CancelFrame,
     ClientConnectedFrame,
     EndFrame,
@@ -448,10 +449,17 @@ class SingleClientWebsocketServerOutputTransport(BaseOutputTransport):
 
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
         if isinstance(frame, InterruptionFrame):
-            self._paced.interruptions += 1
-        await super().process_frame(frame, direction)
-        if isinstance(frame, InterruptionFrame):
+            # The client is told first, then Pipecat drops its queue (and says "stopped").
+            self._paced.mark_interruption()
             await self._paced.interrupt(self._link(), frame)
+        await super().process_frame(frame, direction)
+
+    async def push_frame(
+        self, frame: Frame, direction: FrameDirection = FrameDirection.DOWNSTREAM
+    ) -> None:
+        if isinstance(frame, BotStoppedSpeakingFrame):
+            await self._paced.settle(self._link())  # leave with the last audio, not a chunk early
+        await super().push_frame(frame, direction)
 
     async def send_message(
         self, frame: OutputTransportMessageFrame | OutputTransportMessageUrgentFrame
