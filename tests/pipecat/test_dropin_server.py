@@ -46,6 +46,7 @@ from wavewire.core.frames import InputTransportMessageFrame as CoreInputMessage
 from wavewire.core.frames import InterruptionFrame as CoreInterruption
 from wavewire.core.frames import OutputAudioRawFrame as CoreOutputAudio
 from wavewire.core.frames import OutputTransportMessageFrame as CoreOutputMessage
+from wavewire.core.handshake import Accept, HandshakeRequest, Reject
 from wavewire.core.serializers._codecs import decode, encode
 from wavewire.core.serializers.protobuf import ProtobufFrameSerializer as CoreProtobuf
 from wavewire.core.wav import wav_chunk
@@ -548,3 +549,29 @@ async def test_the_wav_header_is_added_per_chunk_when_asked() -> None:
                 await queue(worker, *tts(said))
                 await client.wait_for(lambda: len(client.audio()) >= 3)
     assert client.audio() == [wav_chunk(chunk, RATE) for chunk in chunks(said)]
+
+
+async def test_wavewires_settings_reach_the_server_auth_hook_and_origins() -> None:
+    def token_only(request: HandshakeRequest) -> Accept | Reject:
+        ok = request.query.get("token") == ["s3cret"]
+        return Accept() if ok else Reject(status_code=401)
+
+    transport, events = server(handshake_hook=token_only, allowed_origins=["https://app.example"])
+    with anyio.fail_after(30):
+        async with running([transport.input(), Recorder(), transport.output()]):
+            await events.ready.wait()
+            good = url(transport, "/ws?token=s3cret")
+            with pytest.raises(websockets.InvalidStatus) as refused:
+                await websockets.connect(url(transport, "/ws?token=nope"), origin=ORIGIN)
+            assert refused.value.response.status_code == 401
+            with pytest.raises(websockets.InvalidStatus) as foreign:
+                await websockets.connect(good, origin=websockets.Origin("https://evil.example"))
+            assert foreign.value.response.status_code == 403
+            async with websockets.connect(good, origin=ORIGIN):
+                await events.wait_for("on_client_connected")
+            await events.wait_for("on_client_disconnected")
+    [(_, client)] = [entry for entry in events.log if entry[0] == "on_client_connected"]
+    assert client is not None and client.request.headers["Origin"] == "https://app.example"
+
+
+ORIGIN = websockets.Origin("https://app.example")
