@@ -314,8 +314,9 @@ def chunks(audio: bytes) -> list[bytes]:
     return [audio[i : i + CHUNK] for i in range(0, len(audio), CHUNK)]
 
 
-async def test_a_new_client_replaces_the_old_one_each_event_exactly_once() -> None:
-    transport, events = server()
+@pytest.mark.parametrize("driver", ["anyio", "asyncio"])
+async def test_a_new_client_replaces_the_old_one_each_event_exactly_once(driver: str) -> None:
+    transport, events = server(driver=driver)
     bot = Recorder()
     with anyio.fail_after(30):
         async with running([transport.input(), bot, transport.output()]):

@@ -24,7 +24,8 @@ everything: ``on_audio_interrupted(transport, client, dropped_ms)`` says how muc
 queued audio and ``audio_out_end_silence_secs`` of silence, then closes with 1000;
 ``CancelFrame`` closes at once. Both ``send`` calls return once the client is disconnected.
 Received audio reaches ``input()`` only with ``audio_in_enabled``, whole sample frames only
-(``transports/streams.py``, ``AudioInputGate``).
+(``transports/streams.py``, ``AudioInputGate``), and without the WAV header that Pipecat's client
+puts at the start of each audio message by default (the core strips it: ``core/inbound.py``).
 """
 
 from __future__ import annotations
