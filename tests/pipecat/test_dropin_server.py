@@ -40,6 +40,7 @@ from pipecat.transports.websocket.client import (
     WebsocketClientTransport as PipecatClientTransport,
 )
 
+from wavewire.core.events import DisconnectCause
 from wavewire.core.frames import Frame as CoreFrame
 from wavewire.core.frames import InputAudioRawFrame as CoreInputAudio
 from wavewire.core.frames import InputTransportMessageFrame as CoreInputMessage
@@ -576,3 +577,28 @@ async def test_wavewires_settings_reach_the_server_auth_hook_and_origins() -> No
 
 
 ORIGIN = websockets.Origin("https://app.example")
+
+
+async def test_a_client_that_stops_reading_is_dropped_and_the_next_one_served() -> None:
+    # Pipecat's send can block for as long as such a peer stays (#5216, #5789).
+    transport, events = server(write_timeout=0.5)
+    big = "x" * 500_000
+    with anyio.fail_after(30):
+        async with running([transport.input(), Recorder(), transport.output()]) as worker:
+            await events.ready.wait()
+            # max_queue=1: the client stops reading its socket after one buffered message.
+            async with websockets.connect(
+                url(transport), max_size=None, max_queue=1, close_timeout=0.5
+            ):
+                await events.wait_for("on_client_connected")
+                for _ in range(16):  # 8 MB: more than the socket buffers hold
+                    await queue(worker, OutputTransportMessageUrgentFrame(message=big))
+                await events.wait_for("on_client_disconnected")
+            async with peer(transport) as second:
+                await events.wait_for("on_client_connected", 2)
+                await queue(worker, OutputTransportMessageUrgentFrame(message="hello"))
+                await second.wait_for(lambda: bool(second.received))
+    first = next(c for n, c in events.log if n == "on_client_disconnected")
+    assert first is not None and first.handle.disconnect is not None
+    assert first.handle.disconnect.cause is DisconnectCause.CONNECTION_LOST  # aborted
+    assert second.received[-1].message == "hello"
