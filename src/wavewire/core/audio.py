@@ -55,6 +55,12 @@ end up in. So it waits for the next write that completes that chunk, or for the
 ``end_utterance``, ``end`` or ``interrupt`` that flushes it. Urgent messages bypass this
 object altogether: the owner sends them at once.
 
+Encoded chunks. ``write_encoded(item, now)`` queues one chunk's playing time of audio that the
+owner has already encoded (a serializer the core cannot call, such as Pipecat's async ones): it
+is scheduled, counted, interrupted and backpressured exactly like a chunk of ``write_audio``, and
+``take_due`` returns it as an ``EncodedChunk`` (no WAV header added: the owner encoded it). It
+may not follow a held partial chunk (``ValueError``): that audio's place would be lost.
+
 Interruption. ``interrupt()`` drops the held partial chunk and every queued chunk, including
 end silence, and returns the milliseconds of audio dropped. Messages queued behind the audio are
 kept. Nothing is ahead of them any more, so they are due at once, in their order. They are
@@ -110,6 +116,7 @@ __all__ = [
     "AudioChunk",
     "AudioOutput",
     "AudioStats",
+    "EncodedChunk",
     "Message",
     "OutputItem",
     "OutputState",
@@ -171,7 +178,15 @@ class Message(Generic[M]):
     item: M
 
 
-OutputItem: TypeAlias = AudioChunk | Message[M]
+@dataclass(frozen=True, slots=True)
+class EncodedChunk(Generic[M]):
+    """An item given to ``write_encoded``: one chunk of audio its owner already encoded,
+    returned by ``take_due`` at that chunk's slot (``None``: nothing to send, the slot is kept)."""
+
+    item: M | None
+
+
+OutputItem: TypeAlias = AudioChunk | Message[M] | EncodedChunk[M]
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,7 +277,7 @@ class AudioOutput(Generic[M]):
         )
 
         self.state = OutputState.OPEN
-        self._queue: deque[bytes | Message[M]] = deque()
+        self._queue: deque[bytes | Message[M] | EncodedChunk[M]] = deque()
         self._queued_chunks = 0
         self._held = b""
         # Messages queued while a partial chunk was held: they follow the chunk it will become.
@@ -301,11 +316,7 @@ class AudioOutput(Generic[M]):
         self._last_now = now
         if not audio:
             return
-        if self._queued_frames() >= self._max_frames:
-            raise AudioBufferFull(
-                f"{self._queued_frames() / self.sample_rate:.3f} s of output audio already "
-                f"queued (max_queued_seconds allows {self._max_frames / self.sample_rate:.3f} s)"
-            )
+        self._check_room()
         data = self._held + audio if self._held else bytes(audio)
         size = self.chunk_bytes
         whole = len(data) - len(data) % size
@@ -316,6 +327,22 @@ class AudioOutput(Generic[M]):
             self._queue.extend(data[i : i + size] for i in range(size, whole, size))
             self._queued_chunks += whole // size
         self._held = data[whole:]
+        self._utterance = True
+
+    def write_encoded(self, item: M | None, now: float) -> None:
+        """Queue one chunk of audio already encoded by the owner (see the module docstring).
+
+        ``ValueError`` while a partial chunk of ``write_audio`` is held (end the utterance
+        first); ``AudioBufferFull`` and ``InvalidState`` as ``write_audio``.
+        """
+        self._check_open("write audio")
+        if self._held:
+            raise ValueError(
+                "write_encoded after a partial chunk of write_audio: end the utterance first"
+            )
+        self._last_now = now
+        self._check_room()
+        self._enqueue_chunks(EncodedChunk(item), 1, now)
         self._utterance = True
 
     def end_utterance(self, now: float) -> None:
@@ -421,7 +448,10 @@ class AudioOutput(Generic[M]):
             queue.popleft()
             self._k += 1
             burst += 1
-            out.append(AudioChunk(self._wav + head if self._wav else head, due))
+            if isinstance(head, EncodedChunk):
+                out.append(head)
+            else:
+                out.append(AudioChunk(self._wav + head if self._wav else head, due))
         self._queued_chunks -= burst
         self._chunks_sent += burst
         self._check_drained()
@@ -462,6 +492,13 @@ class AudioOutput(Generic[M]):
             raise AssertionError(f"no transition from {self.state} on {trigger}")
         self.state = next_state
 
+    def _check_room(self) -> None:
+        if self._queued_frames() >= self._max_frames:
+            raise AudioBufferFull(
+                f"{self._queued_frames() / self.sample_rate:.3f} s of output audio already "
+                f"queued (max_queued_seconds allows {self._max_frames / self.sample_rate:.3f} s)"
+            )
+
     def _check_drained(self) -> None:
         if self.state is OutputState.ENDING and not self._queue:
             self._transition(OutputTrigger.DRAINED)
@@ -489,7 +526,7 @@ class AudioOutput(Generic[M]):
                 self._underruns += 1
         self._base, self._offset, self._k = now, -self._lead_frames, 0
 
-    def _enqueue_chunks(self, chunk: bytes, count: int, now: float) -> None:
+    def _enqueue_chunks(self, chunk: bytes | EncodedChunk[M], count: int, now: float) -> None:
         self._start_if_idle(now)
         self._queue.extend(itertools.repeat(chunk, count))
         self._queued_chunks += count

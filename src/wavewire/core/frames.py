@@ -23,6 +23,7 @@ __all__ = [
     "OutputAudioRawFrame",
     "OutputTransportMessageFrame",
     "OutputTransportMessageUrgentFrame",
+    "SerializedAudioFrame",
     "TTSStoppedFrame",
     "TextFrame",
     "TranscriptionFrame",
@@ -86,6 +87,20 @@ class InputAudioRawFrame(AudioRawFrame):
 @dataclass(frozen=True, slots=True, kw_only=True, repr=False)
 class OutputAudioRawFrame(AudioRawFrame):
     """Audio to send to the peer."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SerializedAudioFrame(Frame):
+    """One chunk of output audio that the application serialized itself, for a serializer the
+    core cannot run (Pipecat's are async and may do I/O: ``wavewire.pipecat``).
+
+    With ``audio_out`` it takes one chunk's slot in the paced schedule (``chunk_10ms`` x 10 ms,
+    whatever ``data`` holds) and ``data`` is sent as is when the slot is due; ``None`` paces the
+    slot and sends nothing (a serializer that had nothing to send for this chunk). Without
+    ``audio_out`` it is sent at once.
+    """
+
+    data: bytes | str | None = field(repr=False)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -11,6 +11,8 @@ frame                                  handling
                                        rate is resampled (streaming soxr, the ``telephony`` extra;
                                        without it ``ValueError`` naming it), other mismatches are
                                        refused (``ValueError``): never sent at the wrong rate
+``SerializedAudioFrame``               audio the application serialized itself: one chunk's slot
+                                       in the same schedule, its ``data`` sent as is when due
 ``TTSStoppedFrame``                    end of an utterance: the held partial chunk is padded and
                                        queued, and after it the serializer's ``flush()`` if it has
                                        one (what its own resampler holds: a telephony serializer's)
@@ -36,7 +38,7 @@ the transport's job (``audio_out_enabled``).
 
 from __future__ import annotations
 
-from .audio import AudioChunk, AudioOutput, AudioStats, OutputState
+from .audio import AudioChunk, AudioOutput, AudioStats, EncodedChunk, OutputState
 from .config import AudioOutConfig
 from .events import AudioChunkDropped, AudioInterrupted, ConnectionInfo
 from .frames import (
@@ -47,6 +49,7 @@ from .frames import (
     InterruptionFrame,
     OutputAudioRawFrame,
     OutputTransportMessageUrgentFrame,
+    SerializedAudioFrame,
     TTSStoppedFrame,
 )
 from .serializers._codecs import StreamResampler
@@ -102,6 +105,11 @@ class Outbound:
         if isinstance(frame, AudioRawFrame) and audio is not None:
             audio.write_audio(self._at_output_rate(frame), now)
             return self.take_due(now), True
+        if isinstance(frame, SerializedAudioFrame):
+            if audio is None:
+                return ([] if frame.data is None else [frame.data]), True
+            audio.write_encoded(frame.data, now)
+            return self.take_due(now), True
         if isinstance(frame, TTSStoppedFrame):
             if audio is None:
                 return self._flush_serializer(), True
@@ -155,6 +163,9 @@ class Outbound:
                     continue
                 if data is not None:  # a serializer without audio (text only) sends none
                     out.append(data)
+            elif isinstance(item, EncodedChunk):
+                if isinstance(item.item, bytes | str):  # None: the slot is kept, nothing sent
+                    out.append(item.item)
             elif isinstance(item.item, _SerializerFlush):
                 out += self._flush_serializer()
             else:

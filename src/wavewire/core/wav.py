@@ -22,6 +22,11 @@ Layout (all integers little-endian)::
         36     4  "data"
         40     4  data size
         44        samples
+
+Received audio. Pipecat's client sends every audio message with such a header by default
+(``add_wav_header=True``). ``wav_samples`` finds the samples of a message that starts with a
+RIFF/WAVE header (any chunk layout: it walks the chunks to ``data``), so that the header does
+not reach the application as 44 bytes of noise.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ import struct
 
 from .frames import PCM16_SAMPLE_WIDTH
 
-__all__ = ["WAV_HEADER_SIZE", "wav_chunk", "wav_header"]
+__all__ = ["WAV_HEADER_SIZE", "wav_chunk", "wav_header", "wav_samples"]
 
 #: Size in bytes of the header that ``wav_header`` writes.
 WAV_HEADER_SIZE = 44
@@ -81,3 +86,25 @@ def wav_header(data_size: int, sample_rate: int, num_channels: int = 1) -> bytes
 def wav_chunk(pcm: bytes, sample_rate: int, num_channels: int = 1) -> bytes:
     """``pcm`` (16-bit little-endian, interleaved) as a complete WAV file: header + samples."""
     return wav_header(len(pcm), sample_rate, num_channels) + pcm
+
+
+#: A data chunk size that writers of streamed WAV use for "unknown, until the end".
+_STREAMED_SIZES = (0, _UINT32_MAX)
+
+
+def wav_samples(data: bytes) -> bytes | None:
+    """The samples of the WAV file at the start of ``data``: the body of its ``data`` chunk (the
+    rest of ``data`` if the chunk's size is unknown or larger), or None if ``data`` does not start
+    with a RIFF/WAVE header leading to a ``data`` chunk.
+    """
+    if data[:4] != b"RIFF" or data[8:12] != b"WAVE":
+        return None
+    position = 12
+    while position + 8 <= len(data):
+        chunk_id = data[position : position + 4]
+        size = int.from_bytes(data[position + 4 : position + 8], "little")
+        body = position + 8
+        if chunk_id == b"data":
+            return data[body:] if size in _STREAMED_SIZES else data[body : body + size]
+        position = body + size + (size & 1)  # RIFF chunks are padded to an even size
+    return None

@@ -19,7 +19,8 @@ Events (``@transport.event_handler(name)``), run one at a time, in order, in one
 * ``on_disconnected(transport, connection)``: it ended; ``connection.disconnect`` says how
   (code, reason, cause). Exactly once per ``on_connected``.
 * ``on_reconnecting(transport, attempt, delay)``: with ``reconnect`` on, attempt ``attempt``
-  (from 1) starts after ``delay`` seconds.
+  starts after ``delay`` seconds (counted from 1 since the last connection that stayed open
+  ``stable_after`` seconds: see ``ReconnectPolicy``).
 * ``on_reconnect_failed(transport, error)``: reconnecting stopped for good: ``error`` is the
   last attempt's (a 4xx rejection, or the ``max_attempts``-th failure).
 * ``on_audio_interrupted(transport, dropped_ms)``: an ``InterruptionFrame`` sent through
@@ -126,6 +127,35 @@ class ClientConnection:
     def connected(self) -> bool:
         return self.disconnect is None
 
+    def offer(self, frame: Frame) -> bool:
+        """Queue ``frame`` on this connection without waiting: False, with nothing queued,
+        while its audio queue is full (``wait_audio_writable``, then offer it again);
+        ``ConnectionClosed`` once it is closing. For a caller that decides, between tries,
+        whether the frame is still wanted (``wavewire.pipecat``); others use the transport's
+        ``output().send()``, which also checks ``audio_out_enabled``."""
+        if self.disconnect is not None:
+            raise ConnectionClosed("the connection is closed")
+        if isinstance(frame, EndFrame | CancelFrame):
+            self.closed_locally = True  # the application ends it: never reconnected
+        try:
+            self._driver.send_frame(frame)
+        except AudioBufferFull:
+            return False
+        return True
+
+    async def wait_audio_writable(self) -> None:
+        """Wait until the audio queue accepts audio again; ``ConnectionClosed`` if the
+        connection closes first."""
+        await self._driver.wait_audio_writable()
+
+    async def drain(self) -> None:
+        """Wait while the socket buffer is above ``max_output_buffer``."""
+        await self._driver.drain()
+
+    async def wait_closed(self) -> None:
+        """Wait until the connection is over (its socket closed)."""
+        await self._driver.done.wait()
+
     async def close(self, code: int = 1000, reason: str = "") -> None:
         """Close this connection (never reconnected) and wait until it is over, bounded by
         ``close_timeout``."""
@@ -163,13 +193,19 @@ class WebsocketClientTransport:
         self._current: ClientConnection | None = None
         #: A reconnect is pending (sends are dropped rather than refused).
         self._reconnecting = False
+        # Reconnect attempts since the last stable connection (the backoff's exponent), when
+        # the current connection was adopted, and the close code that ended the last one.
+        self._attempts = 0
+        self._connected_at = 0.0
+        self._last_code: int | None = None
         self._exiting = False
         self._pending: deque[tuple[str, tuple[object, ...]]] = deque()
         # Created on entering (anyio's events need a running event loop).
         self._pending_wake: anyio.Event
         self._dispatcher_done: anyio.Event
         self._finished: anyio.Event
-        self._reconnect_scope: anyio.CancelScope
+        # The pending reconnect's scope (a new one per reconnect: trio's scopes are single-use).
+        self._reconnect_scope: anyio.CancelScope | None = None
         self._inbox_send: MemoryObjectSendStream[Frame] | None = None
         self._inbox_receive: MemoryObjectReceiveStream[Frame] | None = None
         self._audio_in = AudioInputGate(self.params.audio_in_enabled, logger)
@@ -193,7 +229,7 @@ class WebsocketClientTransport:
         self._pending_wake = anyio.Event()
         self._finished = anyio.Event()
         self._dispatcher_done = anyio.Event()
-        self._reconnect_scope = anyio.CancelScope()
+        self._reconnect_scope = None
         # Connect first, in this task: a failure is raised as is, with nothing left behind.
         driver = await self._connect()
         async with AsyncExitStack() as stack:
@@ -219,7 +255,8 @@ class WebsocketClientTransport:
         assert stack is not None
         self._exiting = True
         self._reconnecting = False
-        self._reconnect_scope.cancel()  # a pending reconnect is abandoned at once
+        if self._reconnect_scope is not None:
+            self._reconnect_scope.cancel()  # a pending reconnect is abandoned at once
         # Input is over: a reader blocked on a full input queue must not hold up the close.
         if self._inbox_receive is not None:
             self._inbox_receive.close()
@@ -282,6 +319,10 @@ class WebsocketClientTransport:
                     continue
                 current.disconnect = event
                 self._current = None
+                self._last_code = event.code
+                if self._policy is not None:
+                    connected_for = anyio.current_time() - self._connected_at
+                    self._attempts = self._policy.attempts_after(self._attempts, connected_for)
                 self._reconnecting = (
                     self._policy is not None
                     and not self._exiting
@@ -320,6 +361,7 @@ class WebsocketClientTransport:
     def _adopt(self, driver: AnyioClientDriver) -> None:
         connection = ClientConnection(driver)
         self._current = connection
+        self._connected_at = anyio.current_time()
         self._reconnecting = False
         self._queue("on_connected", connection)
 
@@ -331,7 +373,8 @@ class WebsocketClientTransport:
                 await next_driver.run()
                 next_driver = None
                 if self._reconnecting:
-                    with self._reconnect_scope:
+                    scope = self._reconnect_scope = anyio.CancelScope()
+                    with scope:
                         next_driver = await self._reconnect()
         finally:
             self._reconnecting = False
@@ -342,17 +385,21 @@ class WebsocketClientTransport:
     async def _reconnect(self) -> AnyioClientDriver | None:
         policy = self._policy
         assert policy is not None
-        attempt = 0
+        failed = 0  # consecutive failed attempts in this reconnect, for max_attempts
+        after_code = self._last_code
         while True:
-            attempt += 1
-            delay = policy.delay(attempt)
+            self._attempts += 1
+            attempt = self._attempts
+            delay = policy.delay(attempt, after_code=after_code)
+            after_code = None  # later attempts follow a failed connect, not a close
             self._queue("on_reconnecting", attempt, delay)
             await anyio.sleep(delay)
             try:
                 driver = await self._connect()
             except (HandshakeError, ConnectError) as exc:
                 logger.info("reconnect attempt %d failed: %s", attempt, exc)
-                exhausted = policy.max_attempts is not None and attempt >= policy.max_attempts
+                failed += 1
+                exhausted = policy.max_attempts is not None and failed >= policy.max_attempts
                 if exhausted or not policy.retries_after(exc):
                     self._queue("on_reconnect_failed", exc)
                     return None
@@ -371,21 +418,13 @@ class WebsocketClientTransport:
                 await anyio.lowlevel.checkpoint()  # dropped; still a checkpoint for send loops
                 return
             raise ConnectionClosed("the client transport is not connected")
-        driver = current._driver
-        ending = isinstance(frame, EndFrame | CancelFrame)
-        if ending:
-            current.closed_locally = True  # the application ends it: never reconnected
-        while True:
-            try:
-                driver.send_frame(frame)
-                break
-            except AudioBufferFull:
-                # The queue is full: wait until the timer has sent enough chunks, then retry.
-                await driver.wait_audio_writable()
-        if ending:
-            await driver.done.wait()  # after the drain (EndFrame) and the close handshake
+        # The queue is full: wait until the timer has sent enough chunks, then retry.
+        while not current.offer(frame):
+            await current.wait_audio_writable()
+        if isinstance(frame, EndFrame | CancelFrame):
+            await current.wait_closed()  # after the drain (EndFrame) and the close handshake
         else:
-            await driver.drain()
+            await current.drain()
 
     def _queue(self, name: str, *args: object) -> None:
         self._pending.append((name, args))

@@ -201,8 +201,13 @@ class ReconnectPolicy:
     Before attempt ``n`` (1, 2, ...) the transport waits a uniformly random time in
     ``[0, min(cap, base * 2 ** (n - 1))]`` ("full jitter"): the first attempt is delayed at
     random too, as RFC 6455 section 7.2.3 asks, so that clients dropped together do not come
-    back together, and later attempts back off exponentially up to ``cap``. A successful
-    connection starts the count again.
+    back together, and later attempts back off exponentially up to ``cap``.
+
+    The count starts again only after a connection has stayed open for ``stable_after``
+    seconds. A server that accepts the handshake and closes at once (1013 "try again later",
+    or any close within a few seconds) keeps the count going, so the client backs off instead
+    of reconnecting about four times a second forever. After a 1013 the delay is never below
+    ``base``: the server asked to wait.
 
     Never reconnects after a close the transport started, after a close code not in
     ``retry_codes`` (1008 and 4000-4999, policy closes, can never be in it), or after a
@@ -219,11 +224,13 @@ class ReconnectPolicy:
     max_attempts: int | None = None
     #: Close codes (from the server, or 1006 for a lost connection) that lead to a reconnect.
     retry_codes: frozenset[int] = DEFAULT_RETRY_CODES
+    #: Seconds a connection must stay open for the next reconnect to count from 1 again.
+    stable_after: float = 10.0
     #: Source of uniform numbers in [0, 1) for the jitter (tests pass a fixed one).
     random: Callable[[], float] = field(default=random.random, repr=False)
 
     def __post_init__(self) -> None:
-        for name in ("base", "cap"):
+        for name in ("base", "cap", "stable_after"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise ValueError(f"{name} must be a number of seconds")
@@ -240,12 +247,21 @@ class ReconnectPolicy:
             raise ValueError(f"retry_codes may not contain policy closes (1008, 4xxx): {final}")
         object.__setattr__(self, "retry_codes", codes)
 
-    def delay(self, attempt: int) -> float:
-        """Seconds to wait before attempt ``attempt`` (1 for the first)."""
+    def delay(self, attempt: int, *, after_code: int | None = None) -> float:
+        """Seconds to wait before attempt ``attempt`` (1 for the first); ``after_code``: the
+        close code that ended the last connection, if this attempt follows one (after 1013 the
+        delay is at least ``base``)."""
         if attempt < 1:
             raise ValueError("attempts are counted from 1")
         ceiling = min(self.cap, self.base * 2.0 ** min(attempt - 1, 64))
-        return ceiling * self.random()
+        floor = min(self.base, self.cap) if after_code == 1013 else 0.0
+        return floor + (max(ceiling, floor) - floor) * self.random()
+
+    def attempts_after(self, attempts: int, connected_for: float) -> int:
+        """The attempt count to go on from after a connection that stayed open
+        ``connected_for`` seconds, ``attempts`` having been counted before it: 0 (start again)
+        if it was stable, else ``attempts``."""
+        return 0 if connected_for >= self.stable_after else attempts
 
     def reconnects_after(self, code: int) -> bool:
         """Whether a connection that ended with close code ``code`` is reconnected."""

@@ -24,7 +24,8 @@ everything: ``on_audio_interrupted(transport, client, dropped_ms)`` says how muc
 queued audio and ``audio_out_end_silence_secs`` of silence, then closes with 1000;
 ``CancelFrame`` closes at once. Both ``send`` calls return once the client is disconnected.
 Received audio reaches ``input()`` only with ``audio_in_enabled``, whole sample frames only
-(``transports/streams.py``, ``AudioInputGate``).
+(``transports/streams.py``, ``AudioInputGate``), and without the WAV header that Pipecat's client
+puts at the start of each audio message by default (the core strips it: ``core/inbound.py``).
 """
 
 from __future__ import annotations
@@ -140,22 +141,38 @@ class ClientHandle:
         """Frames to this client; ``ConnectionClosed`` once it is gone."""
         return FrameOutput(self._send)
 
-    async def _send(self, frame: Frame) -> None:
+    def offer(self, frame: Frame) -> bool:
+        """Queue ``frame`` without waiting: False, with nothing queued, while this client's
+        audio queue is full (``wait_audio_writable``, then offer it again); ``ConnectionClosed``
+        once the client is gone. For a caller that decides, between tries, whether the frame is
+        still wanted (``wavewire.pipecat`` drops interrupted audio that way); others use
+        ``output().send()``."""
         check_output(frame, self._transport.params.audio_out_enabled)
         if self.disconnect is not None:
             raise ConnectionClosed(f"client {self.id} is disconnected")
-        driver = self._transport._driver_or_raise()
-        while True:
-            try:
-                driver.send_frame(self.id, frame)
-                break
-            except AudioBufferFull:
-                # The queue is full: wait until the timer has sent enough chunks, then retry.
-                await driver.wait_audio_writable(self.id)
+        try:
+            self._transport._driver_or_raise().send_frame(self.id, frame)
+        except AudioBufferFull:
+            return False
+        return True
+
+    async def wait_audio_writable(self) -> None:
+        """Wait until this client's audio queue accepts audio again (a paced chunk left, or an
+        interruption emptied it); ``ConnectionClosed`` if the client goes first."""
+        await self._transport._driver_or_raise().wait_audio_writable(self.id)
+
+    async def drain(self) -> None:
+        """Wait while this client's socket buffer is above ``max_output_buffer``."""
+        await self._transport._driver_or_raise().drain(self.id)
+
+    async def _send(self, frame: Frame) -> None:
+        # The queue is full: wait until the timer has sent enough chunks, then retry.
+        while not self.offer(frame):
+            await self.wait_audio_writable()
         if isinstance(frame, EndFrame | CancelFrame):
             await self._gone.wait()  # after the drain (EndFrame) and the close handshake
         else:
-            await driver.drain(self.id)
+            await self.drain()
 
     def __repr__(self) -> str:
         return f"<ClientHandle id={self.id} remote={self.remote!r} path={self.path!r}>"
