@@ -21,7 +21,7 @@ import sys
 import wave
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, BinaryIO
 
 import anyio
 import anyio.abc
@@ -116,13 +116,42 @@ async def echo(frames: FrameInput, output: FrameOutput) -> None:
                 warned = True
 
 
+def port_number(text: str) -> int:
+    """An argparse type: a TCP port, 0-65535 (0: any free port)."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port must be 0-65535, got {port}")
+    return port
+
+
+BACKEND_HELP = "event loop: asyncio (default) or trio (needs wavewire[trio])"
+SERIALIZER_HELP = (
+    "wire format: protobuf (Pipecat's frames.proto, default) or raw (PCM16 audio as binary "
+    "messages, other frames as JSON text); client and server must use the same"
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="wavewire", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="wavewire",
+        description="Real-time audio over WebSockets: an echo voice server and a WAV client.",
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    serve = commands.add_parser("serve", help="run an echo voice server")
+    serve = commands.add_parser(
+        "serve",
+        help="run an echo voice server (and its browser demo page on GET /)",
+        description="An echo voice server: 16 kHz mono audio, text and transport messages are "
+        "sent back; http://HOST:PORT/ serves a browser demo page.",
+    )
+    serve.set_defaults(command_parser=serve)
     serve.add_argument("--host", default="localhost", help="address to bind (localhost)")
-    serve.add_argument("--port", type=int, default=8765, help="port to listen on (8765)")
-    serve.add_argument("--backend", choices=("asyncio", "trio"), default="asyncio")
+    serve.add_argument("--port", type=port_number, default=8765, help="port to listen on (8765)")
+    serve.add_argument(
+        "--backend", choices=("asyncio", "trio"), default="asyncio", help=BACKEND_HELP
+    )
     serve.add_argument(
         "--driver",
         choices=("anyio", "asyncio"),
@@ -130,11 +159,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="anyio: anyio streams, any backend (default); asyncio: asyncio's own protocols "
         "and transports, --backend asyncio only",
     )
-    serve.add_argument("--serializer", choices=("protobuf", "raw"), default="protobuf")
+    serve.add_argument(
+        "--serializer", choices=("protobuf", "raw"), default="protobuf", help=SERIALIZER_HELP
+    )
     serve.add_argument(
         "--session-timeout", type=float, default=None, metavar="S", help="seconds (off)"
     )
-    serve.add_argument("--policy", choices=("replace", "reject", "multi"), default="replace")
+    serve.add_argument(
+        "--policy",
+        choices=("replace", "reject", "multi"),
+        default="replace",
+        help="when a second client connects: replace the first (default, it gets 1000), "
+        "reject the newcomer (1013), or multi (serve both)",
+    )
     serve.add_argument("--certfile", help="PEM certificate chain: serve wss:// (with --keyfile)")
     serve.add_argument("--keyfile", help="PEM private key for --certfile")
     serve.add_argument(
@@ -150,7 +187,13 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"largest message accepted, in bytes ({DEFAULT_MAX_MESSAGE_SIZE})",
     )
     serve.add_argument("--compression", action="store_true", help="accept permessage-deflate (off)")
-    connect = commands.add_parser("connect", help="stream a WAV file to a server, record replies")
+    connect = commands.add_parser(
+        "connect",
+        help="stream a WAV file to a server, record replies",
+        description="A client: streams a 16-bit PCM WAV file in real time, records what comes "
+        "back. Exits 1 with one line if the server sent no audio back for the audio sent.",
+    )
+    connect.set_defaults(command_parser=connect)
     connect.add_argument("uri", help="ws:// or wss:// URI of the server")
     connect.add_argument("--send", metavar="FILE.wav", help="16-bit PCM WAV file to stream")
     connect.add_argument("--record", metavar="OUT.wav", help="write the audio received here")
@@ -161,8 +204,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="K:V",
         help="extra handshake header (repeatable)",
     )
-    connect.add_argument("--serializer", choices=("protobuf", "raw"), default="protobuf")
-    connect.add_argument("--backend", choices=("asyncio", "trio"), default="asyncio")
+    connect.add_argument(
+        "--serializer", choices=("protobuf", "raw"), default="protobuf", help=SERIALIZER_HELP
+    )
+    connect.add_argument(
+        "--backend", choices=("asyncio", "trio"), default="asyncio", help=BACKEND_HELP
+    )
     connect.add_argument(
         "--chunk-ms",
         type=int,
@@ -319,15 +366,28 @@ class Recording:
     num_channels: int = 1
     chunks: list[bytes] = field(default_factory=list)
 
-    def write(self, path: str, default_rate: int) -> None:
+    @staticmethod
+    def create(path: str) -> BinaryIO:
+        """Open ``path`` for writing now, so that a bad path fails before anything is sent."""
         try:
-            with wave.open(path, "wb") as out:
+            return open(path, "wb")  # closed by write()
+        except OSError as exc:
+            raise CliError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+    def write(self, file: BinaryIO, default_rate: int) -> None:
+        path = file.name
+        try:
+            with file, wave.open(file, "wb") as out:
                 out.setnchannels(self.num_channels)
                 out.setsampwidth(2)
                 out.setframerate(self.sample_rate or default_rate)
                 out.writeframes(b"".join(self.chunks))
         except OSError as exc:
             raise CliError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+    @property
+    def size(self) -> int:
+        return sum(map(len, self.chunks))
 
 
 def parse_headers(values: Sequence[str]) -> dict[str, str]:
@@ -408,6 +468,7 @@ async def connect(args: argparse.Namespace) -> None:
     if args.chunk_ms <= 0 or args.linger < 0:
         raise CliError("--chunk-ms must be positive and --linger not negative")
     transport = WebsocketClientTransport(args.uri, make_client_params(args, source))
+    record_file = Recording.create(args.record) if args.record else None
     recording = Recording()
     heard = [0.0]
     ended: list[str] = []
@@ -458,19 +519,55 @@ async def connect(args: argparse.Namespace) -> None:
                 logger.info("%s: closing", signal.Signals(signum).name)
                 tg.cancel_scope.cancel()
                 break
-    if args.record:
+    if record_file is not None:
         rate = source.sample_rate if source is not None else SAMPLE_RATE
-        recording.write(args.record, rate)
-        logger.info("recorded %d bytes to %s", sum(map(len, recording.chunks)), args.record)
+        recording.write(record_file, rate)
+        logger.info("recorded %d bytes to %s", recording.size, args.record)
     if problem:
         raise CliError(problem[0])
+    if source is not None and source.pcm and recording.size == 0:
+        raise CliError(nothing_came_back(source, args.serializer))
+
+
+def nothing_came_back(source: WavSource, serializer: str) -> str:
+    """The one line for a client that sent audio and got none back."""
+    seconds = len(source.pcm) / (2 * source.num_channels * source.sample_rate)
+    return (
+        f"no audio came back for the {seconds:.1f} s sent ({source.sample_rate} Hz,"
+        f" {source.num_channels} channel(s), --serializer {serializer}): the server ignored it;"
+        " wavewire serve echoes mono audio in its own --serializer (see its log)"
+    )
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The command line; an unknown option is reported with its command's usage."""
+    args, unknown = build_parser().parse_known_args(argv)
+    if unknown:
+        args.command_parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    return args
+
+
+def check_backend(backend: str) -> None:
+    """Fail with one line, before starting, if the chosen event loop is not installed."""
+    if backend == "trio":
+        try:
+            import trio  # noqa: F401
+        except ImportError:
+            raise CliError(
+                "--backend trio needs trio: python3 -m pip install 'wavewire[trio]'"
+            ) from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr
     )
+    try:
+        check_backend(args.backend)
+    except CliError as exc:
+        print(f"wavewire: {exc}", file=sys.stderr)
+        return 1
     if args.command == "connect":
         return _run_client(args)
     try:

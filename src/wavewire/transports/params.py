@@ -49,7 +49,8 @@ class TransportParams:
     audio_in_sample_rate: int | None = None
     audio_in_channels: int = 1
     audio_out_enabled: bool = False
-    #: None means 24000. Output audio must come at this rate (wavewire does not resample).
+    #: None means 24000. Mono output audio at another rate is resampled to it (the
+    #: ``telephony`` extra); other channel counts are refused.
     audio_out_sample_rate: int | None = None
     audio_out_channels: int = 1
     audio_out_10ms_chunks: int = 4
