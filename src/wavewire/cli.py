@@ -1,7 +1,10 @@
 """``wavewire serve``: an echo voice server, for trying clients against wavewire.
 
-Audio in (16 kHz mono) is sent back out, text and transport messages are echoed, lifecycle
-events are logged one line each. Ctrl-C or SIGTERM shut it down cleanly (clients get 1001).
+Audio in (16 kHz mono) is sent back out, text and transport messages are echoed (a message
+``{"type": "interrupt"}`` is answered with an ``InterruptionFrame`` instead, ``{"type": "ping"}``
+ahead of queued audio), lifecycle events are logged one line each. Plain HTTP ``GET /`` gets
+the browser demo page (``wavewire.demo``); browsers may connect only from its origins and those
+given with ``--allow-origin``. Ctrl-C or SIGTERM shut it down cleanly (clients get 1001).
 ``--echo-raw`` echoes every WebSocket message verbatim instead (text as text, binary as binary,
 no serializer), to every client at once: the mode that conformance suites (Autobahn) test.
 
@@ -34,13 +37,17 @@ from wavewire.core.frames import (
     Frame,
     InputAudioRawFrame,
     InputTransportMessageFrame,
+    InterruptionFrame,
     OutputAudioRawFrame,
     OutputTransportMessageFrame,
+    OutputTransportMessageUrgentFrame,
     TextFrame,
     TTSStoppedFrame,
 )
+from wavewire.core.handshake import Accept, HandshakeRequest, Reject
 from wavewire.core.serializers import ProtobufFrameSerializer, RawFrameSerializer
 from wavewire.core.serializers.base import FrameSerializer
+from wavewire.demo import demo_http_handler, demo_origins, origin_check
 from wavewire.transports import (
     ClientHandle,
     FrameInput,
@@ -67,6 +74,11 @@ def echo_frame(frame: Frame) -> Frame | None:
     if type(frame) is TextFrame:
         return TextFrame(text=frame.text)
     if isinstance(frame, InputTransportMessageFrame):
+        kind = frame.message.get("type") if isinstance(frame.message, dict) else None
+        if kind == "interrupt":  # the demo's Interrupt button: stop the audio being echoed
+            return InterruptionFrame()
+        if kind == "ping":  # a round-trip probe: ahead of queued audio, not behind it
+            return OutputTransportMessageUrgentFrame(message=frame.message)
         return OutputTransportMessageFrame(message=frame.message)
     return None
 
@@ -175,6 +187,14 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--certfile", help="PEM certificate chain: serve wss:// (with --keyfile)")
     serve.add_argument("--keyfile", help="PEM private key for --certfile")
     serve.add_argument(
+        "--allow-origin",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="also accept browsers from this origin, e.g. https://app.example (repeatable; "
+        "'*': any). Default: only the demo page's own origin, and clients sending no Origin",
+    )
+    serve.add_argument(
         "--echo-raw",
         action="store_true",
         help="echo every message verbatim to every client (no serializer, policy multi)",
@@ -241,7 +261,10 @@ def server_ssl_context(args: argparse.Namespace) -> ssl.SSLContext | None:
     return context
 
 
-def make_params(args: argparse.Namespace) -> WebsocketServerParams:
+def make_params(
+    args: argparse.Namespace, listening_port: Callable[[], int] | None = None
+) -> WebsocketServerParams:
+    """The server's parameters; ``listening_port`` gives the bound port (for ``--port 0``)."""
     common: dict[str, Any] = {
         "session_timeout": args.session_timeout,
         "max_message_size": args.max_message_size,
@@ -266,7 +289,21 @@ def make_params(args: argparse.Namespace) -> WebsocketServerParams:
         audio_out_channels=1,
         serializer=serializer,
         client_policy=args.policy,
+        http_handler=demo_http_handler(serializer=args.serializer, sample_rate=SAMPLE_RATE),
+        handshake_hook=_origin_hook(args, listening_port or (lambda: args.port)),
         **common,
+    )
+
+
+def _origin_hook(
+    args: argparse.Namespace, listening_port: Callable[[], int]
+) -> Callable[[HandshakeRequest], Accept | Reject]:
+    """Browsers get in from the demo page's own origins and from ``--allow-origin``."""
+    extra = {origin.lower().rstrip("/") for origin in args.allow_origin}
+    tls = args.certfile is not None
+    return origin_check(
+        lambda: demo_origins(args.host, listening_port(), tls=tls) | extra,
+        any_origin="*" in extra,
     )
 
 
@@ -279,13 +316,15 @@ def _describe(client: ClientHandle) -> str:
 async def serve(args: argparse.Namespace) -> None:
     if args.driver == "asyncio" and args.backend != "asyncio":
         raise ValueError("--driver asyncio runs only with --backend asyncio")
-    params = make_params(args)
+    bound_port = [args.port]
+    params = make_params(args, listening_port=lambda: bound_port[0])
     policy = params.client_policy
     transport = WebsocketServerTransport(params, host=args.host, port=args.port, driver=args.driver)
     echoes: anyio.abc.TaskGroup | None = None
 
     @transport.event_handler("on_websocket_ready")
     def on_ready(transport: WebsocketServerTransport) -> None:
+        bound_port[0] = transport.port
         mode = " echo-raw" if args.echo_raw else ""
         logger.info(
             "listening on %s://%s:%d (policy %s%s)",
@@ -295,6 +334,9 @@ async def serve(args: argparse.Namespace) -> None:
             policy,
             mode,
         )
+        if not args.echo_raw:
+            scheme = "http" if args.certfile is None else "https"
+            logger.info("browser demo: %s://%s:%d/", scheme, args.host, transport.port)
 
     @transport.event_handler("on_client_connected")
     def on_connected(transport: WebsocketServerTransport, client: ClientHandle) -> None:
