@@ -214,3 +214,37 @@ def test_every_bench_script_is_mentioned_in_the_readme_or_docs() -> None:
     assert scripts
     for name in scripts:
         assert f"bench/{name}" in text, name
+
+
+# --- point 4: pacing on the synthetic clock, not the wall clock ---------------------------------
+
+
+def test_connect_sends_on_a_real_time_schedule() -> None:
+    """``wavewire connect --send`` streams in real time: chunk k leaves at k x chunk_ms, on
+    trio's virtual clock (autojumping: no real waiting, exact times)."""
+    import anyio
+    import trio.testing
+
+    from wavewire.cli import WavSource, send_audio
+    from wavewire.core.frames import OutputAudioRawFrame, TTSStoppedFrame
+
+    sent: list[tuple[float, object]] = []
+
+    class Output:
+        async def send(self, frame: object) -> None:
+            sent.append((anyio.current_time(), frame))
+            await anyio.sleep(0.003)  # a send that takes time must not shift the schedule
+
+    source = WavSource(16000, 1, b"\x01\x00" * 1600)  # 0.1 s
+    clock = trio.testing.MockClock(autojump_threshold=0)
+
+    async def main() -> float:
+        start = anyio.current_time()
+        await send_audio(source, Output(), chunk_ms=20)  # type: ignore[arg-type]
+        return start
+
+    start = anyio.run(main, backend="trio", backend_options={"clock": clock})
+    audio = [(t, f) for t, f in sent if isinstance(f, OutputAudioRawFrame)]
+    assert [round(t - start, 9) for t, _ in audio] == [0.0, 0.02, 0.04, 0.06, 0.08]
+    assert b"".join(f.audio for _, f in audio) == source.pcm
+    assert isinstance(sent[-1][1], TTSStoppedFrame)
