@@ -184,8 +184,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="when a second client connects: replace the first (default, it gets 1000), "
         "reject the newcomer (1013), or multi (serve both)",
     )
-    serve.add_argument("--certfile", help="PEM certificate chain: serve wss:// (with --keyfile)")
-    serve.add_argument("--keyfile", help="PEM private key for --certfile")
+    serve.add_argument(
+        "--certfile", metavar="PEM", help="PEM certificate chain: serve wss:// (with --keyfile)"
+    )
+    serve.add_argument("--keyfile", metavar="PEM", help="PEM private key for --certfile")
     serve.add_argument(
         "--allow-origin",
         action="append",
