@@ -224,3 +224,21 @@ def test_demo_from_another_origin_only_where_allowed(browser: Any) -> None:
         assert refused["closeCode"] == 1006  # what a browser reports for a refused handshake
         assert refused["framesReceived"] == 0
         assert "origin" in text(browser, "error")
+
+
+def test_demo_speaks_the_raw_format_when_the_server_does(browser: Any) -> None:
+    """``wavewire serve --serializer raw``: the page sends bare PCM16 and JSON; the format has
+    no interruption message, so Interrupt empties the playback buffer on the page itself."""
+    from selenium.webdriver.common.by import By
+
+    port = free_port()
+    with serve(port, "--serializer", "raw"):
+        open_page(browser, f"http://127.0.0.1:{port}/")
+        flowing = wait_for(
+            browser,
+            lambda s: s["framesReceived"] >= 10 and s["playedMs"] > 0 and s["rttMs"] is not None,
+            "raw audio did not flow both ways",
+        )
+        assert flowing["format"] == "raw"
+        browser.find_element(By.ID, "interrupt").click()
+        wait_for(browser, lambda s: s["interruptions"] == 1 and s["flushes"] == 1, "no flush")
