@@ -47,9 +47,9 @@ def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
 
 
 @contextmanager
-def echo_server(*options: str) -> Iterator[int]:
+def echo_server(port: int | None = None, *options: str) -> Iterator[int]:
     """``wavewire serve`` in a child process; yields its port once it listens."""
-    port = free_port()
+    port = free_port() if port is None else port
     process = subprocess.Popen(
         command("--port", str(port), *options),
         env=environment(),

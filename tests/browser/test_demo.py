@@ -15,16 +15,15 @@ import math
 import os
 import shutil
 import struct
-import subprocess
 import wave
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.adapters.test_cli import command, environment, free_port
+from tests.adapters.test_cli import free_port
+from tests.adapters.test_cli_newuser import echo_server as serve
 from wavewire.core.server import REPLACED_REASON
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -54,29 +53,6 @@ def write_tone(path: Path) -> None:
                 for i in range(rate * 2)
             )
         )
-
-
-@contextmanager
-def serve(port: int, *options: str) -> Iterator[None]:
-    process = subprocess.Popen(
-        command("--port", str(port), *options),
-        env=environment(),
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert process.stderr is not None
-        for line in process.stderr:  # bounded: the server logs this line or exits
-            if "browser demo: " in line:
-                break
-        else:
-            raise AssertionError("wavewire serve did not start")
-        yield
-    finally:
-        process.terminate()
-        process.wait(timeout=LIMIT)
-        assert process.stderr is not None
-        process.stderr.close()
 
 
 @pytest.fixture
