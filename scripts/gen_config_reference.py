@@ -153,7 +153,8 @@ def _fallback_comments() -> dict[str, str]:
 def _type_text(hint: object) -> str:
     text = str(hint) if not isinstance(hint, type) else hint.__name__
     text = re.sub(r"\b(?:typing|collections\.abc|wavewire(?:\.\w+)*|ssl|random)\.", "", text)
-    return text.replace("NoneType", "None")
+    # "|" would end the table cell (and a backslash escape shows inside code): say "or".
+    return text.replace("NoneType", "None").replace(" | ", " or ")
 
 
 def _default_text(field: dataclasses.Field[Any]) -> str:

@@ -78,7 +78,7 @@ def browser(tmp_path: Path) -> Iterator[Any]:
         "--use-fake-device-for-media-stream",
         f"--use-file-for-fake-audio-capture={mic}",
         "--autoplay-policy=no-user-gesture-required",
-        "--window-size=900,760",
+        "--window-size=900,900",
     ):
         options.add_argument(flag)
     driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
