@@ -2,8 +2,8 @@
 backend (``MATRIX``), the client transport on both backends.
 
 No assertion reads the wall clock. On trio the tests run on trio's ``MockClock`` (virtual time
-that jumps to the next deadline whenever every task waits; loopback data is already readable by
-then), so arrival times there are exact and asserted exactly: the anyio driver sleeps until the
+that jumps to the next deadline once every task has waited ``AUTOJUMP_AFTER`` real seconds, by
+which time loopback data is readable), so arrival times there are exact and asserted exactly: the anyio driver sleeps until the
 core's deadlines and nothing else. On asyncio only what arrives, and in which order, is
 asserted; bench/pacing.py measures real-time precision on both drivers.
 """
@@ -67,10 +67,16 @@ def driver_backend(request: pytest.FixtureRequest) -> tuple[DriverName, str]:
     return pair
 
 
+#: Real seconds every task must have been idle before the virtual clock jumps: time for bytes
+#: just written on loopback to become readable (the kernel may finish delivering them a little
+#: after the write returns), so that no arrival is stamped at a later deadline.
+AUTOJUMP_AFTER = 0.01
+
+
 def backend_on_synthetic_clock(backend: str) -> str | tuple[str, dict[str, Any]]:
     """asyncio as it is; trio on a virtual clock that autojumps (see the module docstring)."""
     if backend == "trio":
-        return ("trio", {"clock": trio.testing.MockClock(autojump_threshold=0)})
+        return ("trio", {"clock": trio.testing.MockClock(autojump_threshold=AUTOJUMP_AFTER)})
     return backend
 
 
