@@ -3,9 +3,10 @@ backend (``MATRIX``), the client transport on both backends.
 
 No assertion reads the wall clock. On trio the tests run on trio's ``MockClock`` (virtual time
 that jumps to the next deadline once every task has waited ``AUTOJUMP_AFTER`` real seconds, by
-which time loopback data is readable), so arrival times there are exact and asserted exactly: the anyio driver sleeps until the
-core's deadlines and nothing else. On asyncio only what arrives, and in which order, is
-asserted; bench/pacing.py measures real-time precision on both drivers.
+which time loopback data is readable), so arrival times there are exact and asserted exactly:
+the anyio driver sleeps until the core's deadlines and nothing else. On asyncio only what
+arrives, and in which order, is asserted; bench/pacing.py measures real-time precision on both
+drivers.
 """
 
 from __future__ import annotations
@@ -19,8 +20,6 @@ from typing import Any
 import anyio
 import anyio.abc
 import pytest
-import trio.lowlevel
-import trio.testing
 
 from wavewire import (
     CancelFrame,
@@ -45,7 +44,7 @@ from wavewire.transports.server import DriverName
 from wavewire.transports.streams import AUDIO_DROP_LOG_EVERY
 
 from .client_support import client_params
-from .support import LIMIT, Recorder, make_params
+from .support import LIMIT, Recorder, backend_on_synthetic_clock, make_params, synthetic_clock
 from .wsclient import WsClient, connect
 
 pytestmark = pytest.mark.anyio
@@ -67,30 +66,9 @@ def driver_backend(request: pytest.FixtureRequest) -> tuple[DriverName, str]:
     return pair
 
 
-#: Real seconds every task must have been idle before the virtual clock jumps: time for bytes
-#: just written on loopback to become readable (the kernel may finish delivering them a little
-#: after the write returns), so that no arrival is stamped at a later deadline.
-AUTOJUMP_AFTER = 0.01
-
-
-def backend_on_synthetic_clock(backend: str) -> str | tuple[str, dict[str, Any]]:
-    """asyncio as it is; trio on a virtual clock that autojumps (see the module docstring)."""
-    if backend == "trio":
-        return ("trio", {"clock": trio.testing.MockClock(autojump_threshold=AUTOJUMP_AFTER)})
-    return backend
-
-
 @pytest.fixture
 def anyio_backend(driver_backend: tuple[DriverName, str]) -> str | tuple[str, dict[str, Any]]:
     return backend_on_synthetic_clock(driver_backend[1])
-
-
-def synthetic_clock() -> bool:
-    """Whether this test runs on the virtual clock, where times are exact."""
-    try:
-        return isinstance(trio.lowlevel.current_clock(), trio.testing.MockClock)
-    except RuntimeError:  # not in trio
-        return False
 
 
 @pytest.fixture
