@@ -42,7 +42,7 @@ from .client_support import (
     read_until,
     silent_server,
 )
-from .support import LIMIT, echo_server, make_params
+from .support import LIMIT, echo_server, make_params, synthetic_clock
 
 AUDIO = bytes(range(256)) * 5  # 1280 bytes: 40 ms of 16 kHz mono PCM16, one output chunk
 
@@ -200,12 +200,13 @@ async def test_handshake_rejected_raises_with_the_status() -> None:
 async def test_open_timeout_against_a_server_that_never_answers() -> None:
     with anyio.fail_after(LIMIT):
         async with silent_server() as port:
-            # Bounded by fail_after; when the timer fires is tested on the synthetic clock
-            # (tests/core).
             params = client_params(open_timeout=0.3)
+            started = anyio.current_time()
             with pytest.raises(HandshakeTimeout):
                 async with WebsocketClientTransport(uri(port), params):
                     pytest.fail("connected to a silent server")
+            if synthetic_clock():  # exact on trio's virtual clock
+                assert anyio.current_time() - started == pytest.approx(0.3)
 
 
 @pytest.mark.anyio
@@ -431,7 +432,11 @@ async def test_exit_is_prompt_during_a_long_backoff() -> None:
                 await server.stop()
                 await events.wait("on_reconnecting")
                 assert events.args("on_reconnecting") == [(1, 30.0)]
-            # Exited without sitting out the 30 s backoff: fail_after(LIMIT) would have fired.
+                exiting = anyio.current_time()
+            # Exited without sitting out the 30 s backoff: fail_after(LIMIT) would have fired,
+            # and on trio's virtual clock no time passes at all.
+            if synthetic_clock():
+                assert anyio.current_time() == exiting
 
 
 # --- wavewire connect ----------------------------------------------------------------------------

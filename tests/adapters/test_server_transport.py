@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from contextlib import AsyncExitStack
+from typing import Any
 
 import anyio
 import anyio.lowlevel
@@ -25,7 +26,15 @@ from wavewire.cli import echo
 from wavewire.core.events import DisconnectCause, Disconnected
 from wavewire.transports.server import ClientHandle, DriverName
 
-from .support import LIMIT, Recorder, echo_server, make_params, wait_until
+from .support import (
+    LIMIT,
+    Recorder,
+    backend_on_synthetic_clock,
+    echo_server,
+    make_params,
+    synthetic_clock,
+    wait_until,
+)
 from .wsclient import connect
 
 pytestmark = pytest.mark.anyio
@@ -50,8 +59,8 @@ def driver_backend(request: pytest.FixtureRequest) -> tuple[DriverName, str]:
 
 
 @pytest.fixture
-def anyio_backend(driver_backend: tuple[DriverName, str]) -> str:
-    return driver_backend[1]
+def anyio_backend(driver_backend: tuple[DriverName, str]) -> str | tuple[str, dict[str, Any]]:
+    return backend_on_synthetic_clock(driver_backend[1])
 
 
 @pytest.fixture
@@ -154,6 +163,9 @@ async def test_shutdown_with_client_connected_sends_1001(driver: DriverName) -> 
         ):
             tg.start_soon(client_task, transport.port)
             await recorder.wait("on_client_connected")
+            closing = anyio.current_time()
+        if synthetic_clock():  # the close handshake with a live client takes no waiting
+            assert anyio.current_time() == closing
         assert codes == [1001]
         assert recorder.count("on_client_disconnected") == 1
         assert recorder.handles[0].disconnect is not None
@@ -212,8 +224,10 @@ async def test_session_timeout_fires_for_each_session(driver: DriverName) -> Non
         ):
             for n in (1, 2):
                 async with connect(transport.port) as client:
-                    # When it fires: tests/core/test_sessions.py, on the synthetic clock.
+                    connected = anyio.current_time()
                     await recorder.wait("on_session_timeout", n)
+                    if synthetic_clock():  # exact on trio's virtual clock
+                        assert anyio.current_time() - connected == pytest.approx(timeout)
                     handle = recorder.handles[-1]
                     assert recorder.log[-1] == ("on_session_timeout", handle.id)
                     assert handle.connected  # the timeout closes nothing
@@ -435,6 +449,9 @@ async def test_shutdown_is_bounded_when_a_handler_never_returns(driver: DriverNa
     with anyio.fail_after(LIMIT):
         async with transport:  # exits after close_timeout, not never (fail_after bounds it)
             await entered.wait()
+            started = anyio.current_time()
+        if synthetic_clock():
+            assert anyio.current_time() - started == pytest.approx(0.3)
 
 
 @pytest.mark.anyio
