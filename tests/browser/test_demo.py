@@ -202,9 +202,10 @@ def test_demo_from_another_origin_only_where_allowed(browser: Any) -> None:
         assert "origin" in text(browser, "error")
 
 
-def test_demo_speaks_the_raw_format_when_the_server_does(browser: Any) -> None:
+def test_demo_speaks_the_raw_format_and_disconnects(browser: Any) -> None:
     """``wavewire serve --serializer raw``: the page sends bare PCM16 and JSON; the format has
-    no interruption message, so Interrupt empties the playback buffer on the page itself."""
+    no interruption message, so Interrupt empties the playback buffer on the page itself.
+    Then Disconnect closes with 1000."""
     from selenium.webdriver.common.by import By
 
     port = free_port()
@@ -218,3 +219,9 @@ def test_demo_speaks_the_raw_format_when_the_server_does(browser: Any) -> None:
         assert flowing["format"] == "raw"
         browser.find_element(By.ID, "interrupt").click()
         wait_for(browser, lambda s: s["interruptions"] == 1 and s["flushes"] == 1, "no flush")
+        # Disconnect: a clean close the page started, the microphone released.
+        browser.find_element(By.ID, "disconnect").click()
+        closed = wait_for(browser, lambda s: s["state"] == "closed", "Disconnect did not close")
+        assert (closed["closeCode"], closed["closeReason"]) == (1000, "disconnected by the user")
+        assert closed["bufferedMs"] == 0 and closed["error"] == ""
+        assert browser.find_element(By.ID, "connect").is_enabled()
