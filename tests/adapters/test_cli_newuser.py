@@ -10,6 +10,8 @@ import socket
 import struct
 import subprocess
 import sys
+import tempfile
+import time
 import wave
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -48,27 +50,25 @@ def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
 
 @contextmanager
 def echo_server(port: int | None = None, *options: str) -> Iterator[int]:
-    """``wavewire serve`` in a child process; yields its port once it listens."""
+    """``wavewire serve`` in a child process; yields its port once it listens. Its log goes to
+    a file (a pipe nobody reads could fill and stall it), polled for a bounded time."""
     port = free_port() if port is None else port
-    process = subprocess.Popen(
-        command("--port", str(port), *options),
-        env=environment(),
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert process.stderr is not None
-        for line in process.stderr:  # bounded: the server logs this line or exits
-            if "listening on" in line:
-                break
-        else:
-            raise AssertionError("wavewire serve did not start")
-        yield port
-    finally:
-        process.terminate()
-        process.wait(timeout=LIMIT)
-        assert process.stderr is not None
-        process.stderr.close()
+    with tempfile.TemporaryDirectory() as folder:
+        log = Path(folder) / "serve.log"
+        with log.open("wb") as stderr:
+            process = subprocess.Popen(
+                command("--port", str(port), *options), env=environment(), stderr=stderr
+            )
+        try:
+            deadline = time.monotonic() + LIMIT * 4  # a bound on the wait, not an assertion
+            while b"listening on" not in log.read_bytes():
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise AssertionError(f"wavewire serve did not start: {log.read_text()}")
+                time.sleep(0.02)
+            yield port
+        finally:
+            process.terminate()
+            process.wait(timeout=LIMIT)
 
 
 def connect(port: int, wav: str, *options: str) -> subprocess.CompletedProcess[str]:
