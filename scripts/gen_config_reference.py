@@ -150,11 +150,15 @@ def _fallback_comments() -> dict[str, str]:
     return merged
 
 
-def _type_text(hint: object) -> str:
-    text = str(hint) if not isinstance(hint, type) else hint.__name__
-    text = re.sub(r"\b(?:typing|collections\.abc|wavewire(?:\.\w+)*|ssl|random)\.", "", text)
-    # "|" would end the table cell (and a backslash escape shows inside code): say "or".
-    return text.replace("NoneType", "None").replace(" | ", " or ")
+def _type_text(cls: type, name: str) -> str:
+    """The field's annotation as written in the source (the same on every Python version;
+    the modules use ``from __future__ import annotations``)."""
+    for klass in cls.__mro__:
+        annotation = klass.__dict__.get("__annotations__", {}).get(name)
+        if isinstance(annotation, str):
+            # "|" would end the table cell (a backslash escape shows inside code): say "or".
+            return annotation.replace(" | ", " or ")
+    raise LookupError(f"{cls.__name__}.{name} has no annotation in the source")
 
 
 def _default_text(field: dataclasses.Field[Any]) -> str:
@@ -256,7 +260,7 @@ def render_subject(subject: Subject, fallback: dict[str, str]) -> str:
         description = comments.get(field.name) or fallback.get(field.name, "")
         cells = (
             f"`{field.name}`",
-            f"`{_escape(_type_text(hint))}`",
+            f"`{_escape(_type_text(subject.cls, field.name))}`",
             _escape(_default_text(field)),
             _escape(limits(subject, field.name, hint, field.default)),
             _escape(description.replace("``", "`")),

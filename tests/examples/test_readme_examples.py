@@ -76,6 +76,6 @@ def test_readme_server_and_client_work_together(tmp_path: Path) -> None:
         if server.poll() is None:
             server.kill()
             server.communicate()
-    assert server.returncode == 0
+    assert server.returncode == 0, err
     assert "Traceback" not in err, err
     assert "connected: " in out
