@@ -154,7 +154,7 @@ def _type_text(cls: type, name: str) -> str:
     """The field's annotation as written in the source (the same on every Python version;
     the modules use ``from __future__ import annotations``)."""
     for klass in cls.__mro__:
-        annotation = klass.__dict__.get("__annotations__", {}).get(name)
+        annotation = inspect.get_annotations(klass).get(name)
         if isinstance(annotation, str):
             # "|" would end the table cell (a backslash escape shows inside code): say "or".
             return annotation.replace(" | ", " or ")
