@@ -11,6 +11,7 @@ message into a ``Blob`` frame and back, echoed by an ``input()``/``output()`` lo
 receive and send path (driver, core, transport streams) without the audio semantics (real
 audio output is paced at real time, which would measure the clock, not the code).
 
+    python3 -m pip install ".[bench]"                   # websockets and trio, once
     python bench/echo_throughput.py                     # 20,000 messages, 60 s cap per server
     python bench/echo_throughput.py --count 5000 --rounds 3
 

@@ -2,6 +2,7 @@
 with the client replaced every few seconds; counts what each session sent and received, and
 samples the server process's RSS every 10 s.
 
+    python3 -m pip install ".[bench]"    # once
     python bench/soak.py                 # 10 minutes
     python bench/soak.py --minutes 2 --driver asyncio
 

@@ -1,7 +1,10 @@
 """``wavewire serve``: an echo voice server, for trying clients against wavewire.
 
-Audio in (16 kHz mono) is sent back out, text and transport messages are echoed, lifecycle
-events are logged one line each. Ctrl-C or SIGTERM shut it down cleanly (clients get 1001).
+Audio in (16 kHz mono) is sent back out, text and transport messages are echoed (a message
+``{"type": "interrupt"}`` is answered with an ``InterruptionFrame`` instead, ``{"type": "ping"}``
+ahead of queued audio), lifecycle events are logged one line each. Plain HTTP ``GET /`` gets
+the browser demo page (``wavewire.demo``); browsers may connect only from its origins and those
+given with ``--allow-origin``. Ctrl-C or SIGTERM shut it down cleanly (clients get 1001).
 ``--echo-raw`` echoes every WebSocket message verbatim instead (text as text, binary as binary,
 no serializer), to every client at once: the mode that conformance suites (Autobahn) test.
 
@@ -21,7 +24,7 @@ import sys
 import wave
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, BinaryIO
 
 import anyio
 import anyio.abc
@@ -34,13 +37,17 @@ from wavewire.core.frames import (
     Frame,
     InputAudioRawFrame,
     InputTransportMessageFrame,
+    InterruptionFrame,
     OutputAudioRawFrame,
     OutputTransportMessageFrame,
+    OutputTransportMessageUrgentFrame,
     TextFrame,
     TTSStoppedFrame,
 )
+from wavewire.core.handshake import Accept, HandshakeRequest, Reject
 from wavewire.core.serializers import ProtobufFrameSerializer, RawFrameSerializer
 from wavewire.core.serializers.base import FrameSerializer
+from wavewire.demo import demo_http_handler, demo_origins, origin_check
 from wavewire.transports import (
     ClientHandle,
     FrameInput,
@@ -67,6 +74,11 @@ def echo_frame(frame: Frame) -> Frame | None:
     if type(frame) is TextFrame:
         return TextFrame(text=frame.text)
     if isinstance(frame, InputTransportMessageFrame):
+        kind = frame.message.get("type") if isinstance(frame.message, dict) else None
+        if kind == "interrupt":  # the demo's Interrupt button: stop the audio being echoed
+            return InterruptionFrame()
+        if kind == "ping":  # a round-trip probe: ahead of queued audio, not behind it
+            return OutputTransportMessageUrgentFrame(message=frame.message)
         return OutputTransportMessageFrame(message=frame.message)
     return None
 
@@ -116,13 +128,42 @@ async def echo(frames: FrameInput, output: FrameOutput) -> None:
                 warned = True
 
 
+def port_number(text: str) -> int:
+    """An argparse type: a TCP port, 0-65535 (0: any free port)."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port must be 0-65535, got {port}")
+    return port
+
+
+BACKEND_HELP = "event loop: asyncio (default) or trio (needs wavewire[trio])"
+SERIALIZER_HELP = (
+    "wire format: protobuf (Pipecat's frames.proto, default) or raw (PCM16 audio as binary "
+    "messages, other frames as JSON text); client and server must use the same"
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="wavewire", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="wavewire",
+        description="Real-time audio over WebSockets: an echo voice server and a WAV client.",
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    serve = commands.add_parser("serve", help="run an echo voice server")
+    serve = commands.add_parser(
+        "serve",
+        help="run an echo voice server (and its browser demo page on GET /)",
+        description="An echo voice server: 16 kHz mono audio, text and transport messages are "
+        "sent back; http://HOST:PORT/ serves a browser demo page.",
+    )
+    serve.set_defaults(command_parser=serve)
     serve.add_argument("--host", default="localhost", help="address to bind (localhost)")
-    serve.add_argument("--port", type=int, default=8765, help="port to listen on (8765)")
-    serve.add_argument("--backend", choices=("asyncio", "trio"), default="asyncio")
+    serve.add_argument("--port", type=port_number, default=8765, help="port to listen on (8765)")
+    serve.add_argument(
+        "--backend", choices=("asyncio", "trio"), default="asyncio", help=BACKEND_HELP
+    )
     serve.add_argument(
         "--driver",
         choices=("anyio", "asyncio"),
@@ -130,13 +171,31 @@ def build_parser() -> argparse.ArgumentParser:
         help="anyio: anyio streams, any backend (default); asyncio: asyncio's own protocols "
         "and transports, --backend asyncio only",
     )
-    serve.add_argument("--serializer", choices=("protobuf", "raw"), default="protobuf")
+    serve.add_argument(
+        "--serializer", choices=("protobuf", "raw"), default="protobuf", help=SERIALIZER_HELP
+    )
     serve.add_argument(
         "--session-timeout", type=float, default=None, metavar="S", help="seconds (off)"
     )
-    serve.add_argument("--policy", choices=("replace", "reject", "multi"), default="replace")
-    serve.add_argument("--certfile", help="PEM certificate chain: serve wss:// (with --keyfile)")
-    serve.add_argument("--keyfile", help="PEM private key for --certfile")
+    serve.add_argument(
+        "--policy",
+        choices=("replace", "reject", "multi"),
+        default="replace",
+        help="when a second client connects: replace the first (default, it gets 1000), "
+        "reject the newcomer (1013), or multi (serve both)",
+    )
+    serve.add_argument(
+        "--certfile", metavar="PEM", help="PEM certificate chain: serve wss:// (with --keyfile)"
+    )
+    serve.add_argument("--keyfile", metavar="PEM", help="PEM private key for --certfile")
+    serve.add_argument(
+        "--allow-origin",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="also accept browsers from this origin, e.g. https://app.example (repeatable; "
+        "'*': any). Default: only the demo page's own origin, and clients sending no Origin",
+    )
     serve.add_argument(
         "--echo-raw",
         action="store_true",
@@ -150,7 +209,13 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"largest message accepted, in bytes ({DEFAULT_MAX_MESSAGE_SIZE})",
     )
     serve.add_argument("--compression", action="store_true", help="accept permessage-deflate (off)")
-    connect = commands.add_parser("connect", help="stream a WAV file to a server, record replies")
+    connect = commands.add_parser(
+        "connect",
+        help="stream a WAV file to a server, record replies",
+        description="A client: streams a 16-bit PCM WAV file in real time, records what comes "
+        "back. Exits 1 with one line if the server sent no audio back for the audio sent.",
+    )
+    connect.set_defaults(command_parser=connect)
     connect.add_argument("uri", help="ws:// or wss:// URI of the server")
     connect.add_argument("--send", metavar="FILE.wav", help="16-bit PCM WAV file to stream")
     connect.add_argument("--record", metavar="OUT.wav", help="write the audio received here")
@@ -161,8 +226,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="K:V",
         help="extra handshake header (repeatable)",
     )
-    connect.add_argument("--serializer", choices=("protobuf", "raw"), default="protobuf")
-    connect.add_argument("--backend", choices=("asyncio", "trio"), default="asyncio")
+    connect.add_argument(
+        "--serializer", choices=("protobuf", "raw"), default="protobuf", help=SERIALIZER_HELP
+    )
+    connect.add_argument(
+        "--backend", choices=("asyncio", "trio"), default="asyncio", help=BACKEND_HELP
+    )
     connect.add_argument(
         "--chunk-ms",
         type=int,
@@ -194,7 +263,10 @@ def server_ssl_context(args: argparse.Namespace) -> ssl.SSLContext | None:
     return context
 
 
-def make_params(args: argparse.Namespace) -> WebsocketServerParams:
+def make_params(
+    args: argparse.Namespace, listening_port: Callable[[], int] | None = None
+) -> WebsocketServerParams:
+    """The server's parameters; ``listening_port`` gives the bound port (for ``--port 0``)."""
     common: dict[str, Any] = {
         "session_timeout": args.session_timeout,
         "max_message_size": args.max_message_size,
@@ -219,7 +291,21 @@ def make_params(args: argparse.Namespace) -> WebsocketServerParams:
         audio_out_channels=1,
         serializer=serializer,
         client_policy=args.policy,
+        http_handler=demo_http_handler(serializer=args.serializer, sample_rate=SAMPLE_RATE),
+        handshake_hook=_origin_hook(args, listening_port or (lambda: args.port)),
         **common,
+    )
+
+
+def _origin_hook(
+    args: argparse.Namespace, listening_port: Callable[[], int]
+) -> Callable[[HandshakeRequest], Accept | Reject]:
+    """Browsers get in from the demo page's own origins and from ``--allow-origin``."""
+    extra = {origin.lower().rstrip("/") for origin in args.allow_origin}
+    tls = args.certfile is not None
+    return origin_check(
+        lambda: demo_origins(args.host, listening_port(), tls=tls) | extra,
+        any_origin="*" in extra,
     )
 
 
@@ -232,13 +318,15 @@ def _describe(client: ClientHandle) -> str:
 async def serve(args: argparse.Namespace) -> None:
     if args.driver == "asyncio" and args.backend != "asyncio":
         raise ValueError("--driver asyncio runs only with --backend asyncio")
-    params = make_params(args)
+    bound_port = [args.port]
+    params = make_params(args, listening_port=lambda: bound_port[0])
     policy = params.client_policy
     transport = WebsocketServerTransport(params, host=args.host, port=args.port, driver=args.driver)
     echoes: anyio.abc.TaskGroup | None = None
 
     @transport.event_handler("on_websocket_ready")
     def on_ready(transport: WebsocketServerTransport) -> None:
+        bound_port[0] = transport.port
         mode = " echo-raw" if args.echo_raw else ""
         logger.info(
             "listening on %s://%s:%d (policy %s%s)",
@@ -248,6 +336,9 @@ async def serve(args: argparse.Namespace) -> None:
             policy,
             mode,
         )
+        if not args.echo_raw:
+            scheme = "http" if args.certfile is None else "https"
+            logger.info("browser demo: %s://%s:%d/", scheme, args.host, transport.port)
 
     @transport.event_handler("on_client_connected")
     def on_connected(transport: WebsocketServerTransport, client: ClientHandle) -> None:
@@ -319,15 +410,28 @@ class Recording:
     num_channels: int = 1
     chunks: list[bytes] = field(default_factory=list)
 
-    def write(self, path: str, default_rate: int) -> None:
+    @staticmethod
+    def create(path: str) -> BinaryIO:
+        """Open ``path`` for writing now, so that a bad path fails before anything is sent."""
         try:
-            with wave.open(path, "wb") as out:
+            return open(path, "wb")  # closed by write()
+        except OSError as exc:
+            raise CliError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+    def write(self, file: BinaryIO, default_rate: int) -> None:
+        path = file.name
+        try:
+            with file, wave.open(file, "wb") as out:
                 out.setnchannels(self.num_channels)
                 out.setsampwidth(2)
                 out.setframerate(self.sample_rate or default_rate)
                 out.writeframes(b"".join(self.chunks))
         except OSError as exc:
             raise CliError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+    @property
+    def size(self) -> int:
+        return sum(map(len, self.chunks))
 
 
 def parse_headers(values: Sequence[str]) -> dict[str, str]:
@@ -408,6 +512,7 @@ async def connect(args: argparse.Namespace) -> None:
     if args.chunk_ms <= 0 or args.linger < 0:
         raise CliError("--chunk-ms must be positive and --linger not negative")
     transport = WebsocketClientTransport(args.uri, make_client_params(args, source))
+    record_file = Recording.create(args.record) if args.record else None
     recording = Recording()
     heard = [0.0]
     ended: list[str] = []
@@ -458,19 +563,55 @@ async def connect(args: argparse.Namespace) -> None:
                 logger.info("%s: closing", signal.Signals(signum).name)
                 tg.cancel_scope.cancel()
                 break
-    if args.record:
+    if record_file is not None:
         rate = source.sample_rate if source is not None else SAMPLE_RATE
-        recording.write(args.record, rate)
-        logger.info("recorded %d bytes to %s", sum(map(len, recording.chunks)), args.record)
+        recording.write(record_file, rate)
+        logger.info("recorded %d bytes to %s", recording.size, args.record)
     if problem:
         raise CliError(problem[0])
+    if source is not None and source.pcm and recording.size == 0:
+        raise CliError(nothing_came_back(source, args.serializer))
+
+
+def nothing_came_back(source: WavSource, serializer: str) -> str:
+    """The one line for a client that sent audio and got none back."""
+    seconds = len(source.pcm) / (2 * source.num_channels * source.sample_rate)
+    return (
+        f"no audio came back for the {seconds:.1f} s sent ({source.sample_rate} Hz,"
+        f" {source.num_channels} channel(s), --serializer {serializer}): the server ignored it;"
+        " wavewire serve echoes mono audio in its own --serializer (see its log)"
+    )
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The command line; an unknown option is reported with its command's usage."""
+    args, unknown = build_parser().parse_known_args(argv)
+    if unknown:
+        args.command_parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    return args
+
+
+def check_backend(backend: str) -> None:
+    """Fail with one line, before starting, if the chosen event loop is not installed."""
+    if backend == "trio":
+        try:
+            import trio  # noqa: F401
+        except ImportError:
+            raise CliError(
+                "--backend trio needs trio: python3 -m pip install 'wavewire[trio]'"
+            ) from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr
     )
+    try:
+        check_backend(args.backend)
+    except CliError as exc:
+        print(f"wavewire: {exc}", file=sys.stderr)
+        return 1
     if args.command == "connect":
         return _run_client(args)
     try:

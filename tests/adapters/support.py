@@ -7,6 +7,8 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
+import trio.lowlevel
+import trio.testing
 
 from wavewire import WebsocketServerParams, WebsocketServerTransport
 from wavewire.cli import echo
@@ -14,6 +16,28 @@ from wavewire.transports.server import SERVER_EVENTS, ClientHandle, DriverName
 
 #: Every wait in these tests is bounded by this (seconds).
 LIMIT = 5.0
+
+
+#: Real seconds every task must have been idle before the virtual clock jumps: time for bytes
+#: just written on loopback to become readable (the kernel may finish delivering them a little
+#: after the write returns), so that no arrival is stamped at a later deadline.
+AUTOJUMP_AFTER = 0.01
+
+
+def backend_on_synthetic_clock(backend: str) -> str | tuple[str, dict[str, Any]]:
+    """asyncio as it is; trio on a virtual clock (``MockClock``) that jumps to the next
+    deadline once every task has been idle ``AUTOJUMP_AFTER`` real seconds."""
+    if backend == "trio":
+        return ("trio", {"clock": trio.testing.MockClock(autojump_threshold=AUTOJUMP_AFTER)})
+    return backend
+
+
+def synthetic_clock() -> bool:
+    """Whether this test runs on the virtual clock, where times are exact."""
+    try:
+        return isinstance(trio.lowlevel.current_clock(), trio.testing.MockClock)
+    except RuntimeError:  # not in trio
+        return False
 
 
 def make_params(**overrides: Any) -> WebsocketServerParams:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import socket
 import ssl
 from typing import Protocol
 
@@ -331,6 +332,8 @@ async def _open_stream(
 
 def _reason(exc: OSError) -> str:
     """The most specific text of a connect failure (anyio wraps per-address errors)."""
+    if isinstance(exc, socket.gaierror):  # its errno is not an OS errno: os.strerror says nothing
+        return f"the host name did not resolve ({exc.strerror or exc})"
     for error in (exc.__cause__, exc):
         if isinstance(error, OSError) and error.errno:
             return os.strerror(error.errno)  # asyncio's own strerror is "Connect call failed"

@@ -16,6 +16,8 @@ from wavewire.core.config import (
     ClientConfig,
     ClientPolicy,
     ServerConfig,
+    _check_count,
+    _check_positive,
 )
 from wavewire.core.errors import HandshakeRejected
 from wavewire.core.handshake import Accept, HandshakeRequest, HttpRequest, HttpResponse, Reject
@@ -44,14 +46,20 @@ class TransportParams:
     without it, sending audio is a ``ValueError``.
     """
 
+    #: Received audio reaches ``input()`` (otherwise it is dropped).
     audio_in_enabled: bool = False
     #: None means 16000.
     audio_in_sample_rate: int | None = None
+    #: Channels of received audio.
     audio_in_channels: int = 1
+    #: Audio may be sent through ``output()``, paced (otherwise sending audio is a ValueError).
     audio_out_enabled: bool = False
-    #: None means 24000. Output audio must come at this rate (wavewire does not resample).
+    #: None means 24000. Mono output audio at another rate is resampled to it (the
+    #: ``telephony`` extra); other channel counts are refused.
     audio_out_sample_rate: int | None = None
+    #: Channels of output audio.
     audio_out_channels: int = 1
+    #: Output audio chunk length in 10 ms units: 4 sends 40 ms messages.
     audio_out_10ms_chunks: int = 4
     #: Seconds of paced silence after the audio on ``EndFrame``, before the close.
     audio_out_end_silence_secs: float = 2
@@ -96,6 +104,19 @@ class TransportParams:
             max_queued_seconds=config.max_queued_seconds,
         )
         return config
+
+    def check_transport_settings(self) -> None:
+        """The settings the core's configuration does not carry, checked like it checks its
+        own (``ValueError``/``TypeError`` naming the field)."""
+        for name in ("audio_in_enabled", "audio_out_enabled"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"{name} must be a bool")
+        if self.audio_in_sample_rate is not None:
+            _check_count("audio_in_sample_rate", self.audio_in_sample_rate, minimum=100)
+        _check_count("audio_in_channels", self.audio_in_channels)
+        _check_positive("write_timeout", getattr(self, "write_timeout", None))
+        _check_count("max_output_buffer", getattr(self, "max_output_buffer", 1))
+        _check_count("max_input_queue", getattr(self, "max_input_queue", 0), minimum=0)
 
     def check_serializer_format(self, serializer: FrameSerializer) -> None:
         """A serializer whose wire carries no audio format (``RawFrameSerializer``: raw PCM)
@@ -168,6 +189,7 @@ class WebsocketServerParams(TransportParams):
 
     def server_config(self) -> ServerConfig:
         """The core configuration these parameters describe (validated there)."""
+        self.check_transport_settings()
         self.check_serializer_format(self.serializer)
         return ServerConfig(
             audio_out=self.audio_out_config(add_wav_header=self.add_wav_header),
@@ -309,6 +331,7 @@ class WebsocketClientParams(TransportParams):
 
     def client_config(self) -> ClientConfig:
         """The core configuration these parameters describe (validated there)."""
+        self.check_transport_settings()
         self.check_serializer_format(self.serializer)
         return ClientConfig(
             audio_out=self.audio_out_config(add_wav_header=self.add_wav_header),
