@@ -262,16 +262,24 @@ def raise_fd_limit(wanted: int = 4096) -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
 
 
+def schedstat(pid: int) -> tuple[int, int]:
+    """Nanoseconds the process has spent on a CPU, and waiting for one (runnable), all its
+    threads (``/proc/PID/task/*/schedstat``, first two fields)."""
+    on_cpu = waiting = 0
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{task}/schedstat") as f:
+                fields = f.read().split()
+        except FileNotFoundError:  # the thread ended
+            continue
+        on_cpu += int(fields[0])
+        waiting += int(fields[1])
+    return on_cpu, waiting
+
+
 def cpu_ns(pid: int) -> int:
     """Nanoseconds the process has spent on a CPU, all its threads."""
-    total = 0
-    for task in os.listdir(f"/proc/{pid}/task"):
-        with (
-            contextlib.suppress(FileNotFoundError),
-            open(f"/proc/{pid}/task/{task}/schedstat") as f,
-        ):
-            total += int(f.read().split()[0])
-    return total
+    return schedstat(pid)[0]
 
 
 def rss_kib(pid: int) -> int:
@@ -307,10 +315,16 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def running(server: Server, cpu: int, audio: bool = False) -> Iterator[tuple[int, int]]:
-    """A server process; yields (pid, port) once it accepts connections."""
+def running(
+    server: Server, cpu: int, audio: bool = False, python_options: Sequence[str] = ()
+) -> Iterator[tuple[int, int]]:
+    """A server process; yields (pid, port) once it accepts connections.
+
+    ``python_options`` go before the script (``-m cProfile -o FILE``: bench/profile_server.py).
+    """
     port = free_port()
-    command = [sys.executable, __file__, "--serve", server.name, "--port", str(port)]
+    command = [sys.executable, *python_options, __file__, "--serve", server.name]
+    command += ["--port", str(port)]
     command += ["--cpu", str(cpu)] + (["--audio"] if audio else [])
     env = dict(
         os.environ,
@@ -381,12 +395,13 @@ class Peer:
         self.read_upgrade(sock)
 
     def read_upgrade(self, sock: socket.socket) -> None:
+        # No server sends anything after its response before the client's first frame.
         head = b""
-        while not head.endswith(b"\r\n\r\n"):  # byte by byte: nothing after the head is read
-            byte = sock.recv(1)
-            if not byte:
+        while not head.endswith(b"\r\n\r\n"):
+            chunk = sock.recv(4096)
+            if not chunk:
                 raise RuntimeError(f"EOF during the handshake: {head!r}")
-            head += byte
+            head += chunk
         if not self.raw and not head.startswith(b"HTTP/1.1 101"):
             raise RuntimeError(f"upgrade refused: {head.splitlines()[0]!r}")
 
@@ -431,6 +446,8 @@ class Sample:
     units: int
     seconds: float
     cpu_ns: int
+    #: Nanoseconds the server was runnable but waiting for its CPU (taken by other work).
+    wait_ns: int = 0
 
     @property
     def rate(self) -> float:
@@ -443,11 +460,12 @@ class Sample:
 
 @contextlib.contextmanager
 def timed(pid: int, units: int, out: list[Sample]) -> Iterator[None]:
-    cpu0 = cpu_ns(pid)
+    cpu0, wait0 = schedstat(pid)
     t0 = time.perf_counter()
     yield
     t1 = time.perf_counter()
-    out.append(Sample(units, t1 - t0, cpu_ns(pid) - cpu0))
+    cpu1, wait1 = schedstat(pid)
+    out.append(Sample(units, t1 - t0, cpu1 - cpu0, wait1 - wait0))
 
 
 def round_trips(peer: Peer, pid: int, count: int, warmup: int) -> Sample:
@@ -593,6 +611,10 @@ PCM = b"\x01\x02" * (RATE * 20 // 1000)  # 20 ms, no zero byte: silence padding 
 @dataclass
 class AudioResult:
     cpu_per_session_second: float
+    #: Server CPU time over the window's wall time: near 100 the server is saturated.
+    server_cpu_percent: float
+    #: The share of the window the server was runnable but its CPU ran other work.
+    server_wait_percent: float
     gap_error_p99_ms: float
     lost_percent: float
     send_lag_p99_ms: float
@@ -659,12 +681,13 @@ def audio_sessions(peer: Peer, pid: int, sessions: int, seconds: float) -> Audio
                 states.append(_Session(sock))
                 selector.register(sock, selectors.EVENT_READ, states[-1])
         wait_idle(pid)
-        ticks = round(seconds / FRAME_SECONDS)
+        # An even number of 20 ms frames: the echo goes out in whole 40 ms chunks.
+        ticks = 2 * max(1, round(seconds / FRAME_SECONDS / 2))
         total = ticks * sessions
         step = FRAME_SECONDS / sessions  # session i sends at t0 + k * 20 ms + i * step
         lags: list[float] = []
         sent_bytes = 0
-        cpu0 = cpu_ns(pid)
+        cpu0, wait0 = schedstat(pid)
         t0 = time.perf_counter()
         end = t0 + ticks * FRAME_SECONDS + 0.3
         j = 0
@@ -690,7 +713,9 @@ def audio_sessions(peer: Peer, pid: int, sessions: int, seconds: float) -> Audio
                     data = state.sock.recv(1 << 16)
                     state.inbox += data
                     _audio_frames(state, time.perf_counter())
-        cpu = cpu_ns(pid) - cpu0
+        cpu1, wait1 = schedstat(pid)
+        cpu, waited = cpu1 - cpu0, wait1 - wait0
+        window = time.perf_counter() - t0
     finally:
         selector.close()
         for state in states:
@@ -704,6 +729,8 @@ def audio_sessions(peer: Peer, pid: int, sessions: int, seconds: float) -> Audio
     echoed = sum(state.audio_bytes for state in states)
     return AudioResult(
         cpu_per_session_second=cpu / 1e9 / (sessions * ticks * FRAME_SECONDS),
+        server_cpu_percent=100 * cpu / 1e9 / window,
+        server_wait_percent=100 * waited / 1e9 / window,
         gap_error_p99_ms=percentile(gaps, 0.99),
         lost_percent=max(0.0, 100 * (1 - echoed / sent_bytes)),
         send_lag_p99_ms=percentile(lags, 0.99) * 1000,
@@ -743,22 +770,28 @@ METRICS: tuple[tuple[str, str, Callable[[Any], float]], ...] = (
 )
 
 
-def measure(server: Server, cpu: int, rows: Sequence[str], settings: Settings) -> dict[str, Any]:
+def measure(
+    server: Server, cpu: int, rows: Sequence[str], settings: Settings, phases: dict[str, float]
+) -> dict[str, Any]:
     """One round of the non-audio rows against one server (one fresh process)."""
     results: dict[str, Any] = {}
+    started = time.monotonic()
     with running(server, cpu) as (pid, port):
+        phases["start"] = time.monotonic() - started
         peer = Peer(port, raw=server.kind == "raw", timeout=settings.timeout)
-        # Idle memory first, in a process that has served one connection only.
-        if "idle" in rows:
-            results["idle"] = idle_rss(peer, pid, settings.idle)
-        if "rt" in rows:
-            results["rt"] = round_trips(peer, pid, settings.count, settings.warmup)
-        if "pipe640" in rows:
-            results["pipe640"] = pipelined(peer, pid, 640, 3 * settings.count, 100)
-        if "pipe64k" in rows:
-            results["pipe64k"] = pipelined(peer, pid, 65536, settings.count_64k, 16)
-        if "handshake" in rows:
-            results["handshake"] = handshakes(peer, pid, settings.handshakes)
+        steps: dict[str, Callable[[], Any]] = {
+            # Idle memory first, in a process that has served one connection only.
+            "idle": lambda: idle_rss(peer, pid, settings.idle),
+            "rt": lambda: round_trips(peer, pid, settings.count, settings.warmup),
+            "pipe640": lambda: pipelined(peer, pid, 640, 3 * settings.count, 100),
+            "pipe64k": lambda: pipelined(peer, pid, 65536, settings.count_64k, 16),
+            "handshake": lambda: handshakes(peer, pid, settings.handshakes),
+        }
+        for row, step in steps.items():
+            if row in rows:
+                started = time.monotonic()
+                results[row] = step()
+                phases[row] = time.monotonic() - started
     return results
 
 
@@ -782,11 +815,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--count",
         type=int,
-        default=3000,
-        help="640 B round trips per round (3000); the pipelined 640 B row sends 3x as many",
+        default=2000,
+        help="640 B round trips per round (2000); the pipelined 640 B row sends 3x as many",
     )
-    parser.add_argument("--count-64k", type=int, default=800, help="64 KiB messages (800)")
-    parser.add_argument("--handshakes", type=int, default=300, help="handshakes per round (300)")
+    parser.add_argument("--count-64k", type=int, default=500, help="64 KiB messages (500)")
+    parser.add_argument("--handshakes", type=int, default=200, help="handshakes per round (200)")
     parser.add_argument("--idle", type=int, default=1000, help="idle connections (1000)")
     parser.add_argument(
         "--rows", default=",".join(ROWS), help=f"comma-separated, of {','.join(ROWS)}"
@@ -811,6 +844,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         run_server(args.serve, args.port, args.cpu, args.audio)
         return 0
 
+    # SIGTERM ends the run through the finally blocks that stop the server processes.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     rows = [row for row in args.rows.split(",") if row]
     unknown = set(rows) - set(ROWS) | set(args.servers.split(",")) - set(BY_NAME)
     if unknown:
@@ -828,7 +863,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         warmup=200,
     )
     if args.quick:
-        settings = Settings(1, 100, 20, 10, 20, (1, 3), 0.3, 1, 30.0, 20)
+        settings = Settings(1, 100, 20, 10, 20, (1, 3), 0.5, 1, 30.0, 20)
 
     chosen = [BY_NAME[name] for name in args.servers.split(",")]
     servers = [s for s in chosen if installed(s)]
@@ -856,8 +891,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             shift = round_index % len(servers)
             for server in servers[shift:] + servers[:shift]:
                 started = time.monotonic()
+                phases: dict[str, float] = {}
                 try:
-                    results = measure(server, server_cpu, main_rows, settings)
+                    results = measure(server, server_cpu, main_rows, settings, phases)
                 except Exception as exc:  # one server's failure is reported, the run goes on
                     print(f"  round {round_index + 1} {server.name}: FAILED: {exc!r}", flush=True)
                     continue
@@ -865,7 +901,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                     samples.setdefault(row, {}).setdefault(server.name, {})[round_index] = value
                 print(
                     f"  round {round_index + 1} {server.name:24} "
-                    f"{time.monotonic() - started:5.1f} s",
+                    f"{time.monotonic() - started:5.1f} s ("
+                    + ", ".join(f"{k} {v:.1f}" for k, v in phases.items())
+                    + ")",
                     flush=True,
                 )
 
@@ -909,6 +947,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                 cells_ratio.append(ratio(r))
             medians.append(f"| {label} | " + " | ".join(cells_median) + " |")
             ratios.append(f"| {label} | " + " | ".join(cells_ratio) + " |")
+        # How much the machine's other work took from each server during the timed sections.
+        waits = []
+        for name in names:
+            shares = [
+                100 * v.wait_ns / 1e9 / v.seconds
+                for per_server in samples.values()
+                for v in per_server.get(name, {}).values()
+                if isinstance(v, Sample)
+            ]
+            waits.append(f"{statistics.median(shares):.0f}%" if shares else "n/a")
+        label = "server waiting for its CPU (% of timed time)"
+        medians.append(f"| {label} | " + " | ".join(waits) + " |")
         print(f"Medians over {settings.rounds} round(s):\n")
         print("\n".join([header, rule, *medians]))
         print(f"\nRatio to {baseline}, median of the per-round ratios (CPU: lower is better):\n")
@@ -919,10 +969,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{settings.audio_seconds:g} s per run, medians of {settings.audio_rounds} run(s)):\n"
         )
         print(
-            "| server | N | CPU-s per session-s | p99 arrival-gap error (ms) | audio lost (%) "
+            "| server | N | CPU-s per session-s | server CPU (% of a core) "
+            "| server waiting for its CPU (%) | p99 arrival-gap error (ms) | audio lost (%) "
             "| client p99 send lag (ms) |"
         )
-        print("|---|---|---|---|---|---|")
+        print("|---|---|---|---|---|---|---|---|")
         for name, by_n in audio.items():
             for n, runs in by_n.items():
                 cells = {
@@ -932,6 +983,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 table.setdefault(f"audio N={n}", {})[name] = cells
                 print(
                     f"| {name} | {n} | {cells['cpu_per_session_second']:.4f} "
+                    f"| {cells['server_cpu_percent']:.0f} | {cells['server_wait_percent']:.0f} "
                     f"| {cells['gap_error_p99_ms']:.1f} | {cells['lost_percent']:.2f} "
                     f"| {cells['send_lag_p99_ms']:.1f} |"
                 )
