@@ -48,16 +48,21 @@ LAYERS = (
     ("/asyncio/", "asyncio"),
     ("/anyio/", "anyio"),
     ("/trio/", "trio"),
+    ("/selectors.py", "selectors (polling)"),
     ("/websockets/", "websockets"),
 )
+#: Innermost frames that mean "waiting for I/O": py-spy may still count them when the wait
+#: returns at once (a busy loop polls with a zero timeout).
+IDLE = {"select", "get_events", "poll"}
 
 
 def layer(path: str) -> str:
+    if path == "~":  # cProfile: a C function (socket calls, bytes methods, isinstance)
+        return "built-ins (C)"
+    path = "/" + path.lstrip("/")  # py-spy prints paths relative to sys.path entries
     for marker, name in LAYERS:
         if marker in path:
             return name
-    if path == "~" or path.startswith("<"):
-        return "built-ins (C)"
     return "other Python"
 
 
@@ -100,13 +105,20 @@ def with_py_spy(args: argparse.Namespace, server: peers.Server, cpu: int) -> Non
         if not out.exists():
             raise SystemExit(f"py-spy wrote nothing: {errors}")
         own: Counter[tuple[str, str]] = Counter()
+        idle = 0
         for line in out.read_text().splitlines():
             stack, _, count = line.rpartition(" ")
             leaf = stack.rsplit(";", 1)[-1]  # "function (path:line)"
             function, _, where = leaf.partition(" (")
+            name = function.rsplit(".", 1)[-1]
             own[(where.rsplit(":", 1)[0], function)] += int(count)
+            if name in IDLE:
+                idle += int(count)
     print_header(args, sample)
-    report(own, sum(own.values()), "samples", args.top)
+    total = sum(own.values())
+    print(f"{total} samples, {100 * idle / total:.1f}% of them waiting in the poll: left out")
+    busy = Counter({key: n for key, n in own.items() if key[1].rsplit(".", 1)[-1] not in IDLE})
+    report(busy, total - idle, "share of the busy samples", args.top)
 
 
 def with_cprofile(args: argparse.Namespace, server: peers.Server, cpu: int) -> None:
@@ -119,11 +131,17 @@ def with_cprofile(args: argparse.Namespace, server: peers.Server, cpu: int) -> N
         stats = pstats.Stats(str(out))
     own: Counter[tuple[str, str]] = Counter()
     calls: Counter[tuple[str, str]] = Counter()
+    idle = 0.0
     for (path, _line, function), (_cc, ncalls, tottime, _ct, _callers) in stats.stats.items():  # type: ignore[attr-defined]
-        own[(path, function)] += tottime
         calls[(path, function)] += ncalls
+        if "'select.epoll'" in function or "'select.poll'" in function:
+            idle += tottime  # cProfile times the wall clock: the wait for I/O is in here
+        else:
+            own[(path, function)] += tottime
     print_header(args, sample)
-    report(own, sum(own.values()), "tottime", args.top)
+    total = sum(own.values())
+    print(f"{total:.1f} s profiled, and {idle:.1f} s in the poll (waiting; left out)")
+    report(own, total, "tottime", args.top)
     print(f"\nmost called, per message ({args.count} messages):")
     for (path, function), ncalls in calls.most_common(args.top):
         where = path.split("/site-packages/")[-1].split("/src/")[-1]
@@ -142,8 +160,8 @@ def main() -> int:
     parser.add_argument("--server", default="wavewire-native", choices=sorted(peers.BY_NAME))
     parser.add_argument("--workload", default="rt", choices=("rt", "pipe640"))
     parser.add_argument("--tool", default="py-spy", choices=("py-spy", "cprofile"))
-    parser.add_argument("--count", type=int, default=5000, help="messages (5000)")
-    parser.add_argument("--rate", type=int, default=500, help="py-spy samples per second")
+    parser.add_argument("--count", type=int, default=20000, help="messages (20000)")
+    parser.add_argument("--rate", type=int, default=1000, help="py-spy samples per second")
     parser.add_argument("--top", type=int, default=25, help="functions listed (25)")
     parser.add_argument("--timeout", type=float, default=120.0)
     args = parser.parse_args()
