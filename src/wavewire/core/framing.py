@@ -73,18 +73,21 @@ def encode_frame(
     mask_key: bytes | None = None,
 ) -> bytes:
     """Serialize one frame (RFC 6455 section 5.2); masked when ``mask_key`` is given."""
-    first = (fin << 7) | (rsv.rsv1 << 6) | (rsv.rsv2 << 5) | (rsv.rsv3 << 4) | int(opcode)
-    mask_bit = 0x80 if mask_key is not None else 0
-    length = len(payload)
-    if length < 126:
-        header = bytes((first, mask_bit | length))
-    elif length < 1 << 16:
-        header = struct.pack("!BBH", first, mask_bit | 126, length)
-    else:
-        header = struct.pack("!BBQ", first, mask_bit | 127, length)
+    header = _frame_header(opcode, len(payload), fin, rsv, masked=mask_key is not None)
     if mask_key is None:
         return header + payload
     return header + mask_key + apply_mask(payload, mask_key)
+
+
+def _frame_header(opcode: Opcode, length: int, fin: bool, rsv: RsvBits, *, masked: bool) -> bytes:
+    """A frame's first 2, 4 or 10 bytes, up to the masking key (RFC 6455 section 5.2)."""
+    first = (fin << 7) | (rsv.rsv1 << 6) | (rsv.rsv2 << 5) | (rsv.rsv3 << 4) | int(opcode)
+    mask_bit = 0x80 if masked else 0
+    if length < 126:
+        return bytes((first, mask_bit | length))
+    if length < 1 << 16:
+        return struct.pack("!BBH", first, mask_bit | 126, length)
+    return struct.pack("!BBQ", first, mask_bit | 127, length)
 
 
 @dataclass(frozen=True, slots=True)
@@ -264,13 +267,24 @@ class _LimitedFrameDecoder(FrameDecoder):
         """Deferred to ``parse_header``: wsproto calls this before it has the masking key and
         calls it again for the same header once the key arrives, but extensions keep state."""
 
+    def process_buffer(self) -> Frame | None:
+        # Between frames with under 2 bytes buffered there is no header to parse: wsproto would
+        # try and roll back, once after every read (the "second parse of an empty buffer").
+        if self.header is None and len(self.buffer) < 2:
+            return None
+        return super().process_buffer()
+
     def parse_header(self) -> bool:
         if not super().parse_header():
             return False
         header = self.header
         assert header is not None
         # Once per frame, with the whole header read: RSV bits, then the extension's checks.
-        super().extension_processing(header.opcode, header.rsv, header.payload_len)
+        if self.extensions:
+            super().extension_processing(header.opcode, header.rsv, header.payload_len)
+        elif header.rsv.rsv1 or header.rsv.rsv2 or header.rsv.rsv3:
+            # What wsproto's check comes to with no extension: no RSV bit may be set (5.2).
+            raise ParseFailed("Reserved bit set unexpectedly")
         if header.opcode.iscontrol():
             return True  # control frames: wsproto caps them at 125 bytes (section 5.5)
         if header.opcode is Opcode.CONTINUATION:
@@ -310,8 +324,13 @@ class _FrameProtocol(FrameProtocol):
         self.failure: ParseFailed | None = None
 
     def received_frames(self) -> Generator[Frame, None, None]:
+        # wsproto's own received_frames is this loop; running it here saves a generator layer
+        # per frame. The parser yields None when it needs more bytes.
         try:
-            yield from super().received_frames()
+            for frame in self._parse_more:
+                if frame is None:
+                    return
+                yield frame
         except ParseFailed as exc:
             self.failure = exc
             raise
@@ -331,7 +350,12 @@ class _FrameProtocol(FrameProtocol):
             mask_key = self._mask_source(4)
             if len(mask_key) != 4:
                 raise ValueError("the mask source must return exactly the bytes asked for")
-        return bytearray(encode_frame(opcode, data, fin=fin, rsv=rsv, mask_key=mask_key))
+        if mask_key is not None:
+            return bytearray(encode_frame(opcode, data, fin=fin, rsv=rsv, mask_key=mask_key))
+        # Unmasked (a server's frame): the payload is copied once, after the header.
+        frame = bytearray(_frame_header(opcode, len(data), fin, rsv, masked=False))
+        frame += data
+        return frame
 
 
 class WsConnection(Connection):
