@@ -348,7 +348,7 @@ def running(
     finally:
         process.terminate()
         try:
-            process.wait(timeout=10)
+            process.wait(timeout=5)  # a server stuck in its shutdown is killed
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
