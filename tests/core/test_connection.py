@@ -526,6 +526,17 @@ def test_ws_connection_waits_for_a_whole_header() -> None:
     assert list(server.events()) == [
         BytesMessage(data=b"split", frame_finished=True, message_finished=True)
     ]
+    # Extended lengths (2 and 8 bytes) and the mask key after them may arrive in pieces.
+    for size in (200, 70_000):
+        server = WsConnection(client=False, max_message_size=100_000, max_fragments=4)
+        frame = masked(Opcode.BINARY, bytes(size))
+        header = 8 if size < 65536 else 14
+        for cut in range(1, header):
+            server.receive_data(frame[cut - 1 : cut])
+            assert list(server.events()) == [], (size, cut)
+        server.receive_data(frame[header - 1 :])
+        events = list(server.events())
+        assert b"".join(e.data for e in events if isinstance(e, BytesMessage)) == bytes(size)
     # The smallest frame there is, 2 bytes (unmasked, empty), is parsed, not waited on.
     client = WsConnection(
         client=True, max_message_size=100, max_fragments=4, mask_source=lambda n: bytes(n)
