@@ -179,7 +179,7 @@ def serve_aiohttp(port: int) -> Callable[[], Any]:
 def serve_picows(port: int) -> Callable[[], Any]:
     from picows import WSFrame, WSListener, WSMsgType, WSTransport, ws_create_server
 
-    class Echo(WSListener):
+    class Echo(WSListener):  # type: ignore[misc, unused-ignore]  # Any without picows
         def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
             if frame.msg_type == WSMsgType.CLOSE:
                 transport.send_close(frame.get_close_code(), frame.get_close_message())
