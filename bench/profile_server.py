@@ -18,7 +18,7 @@ profiled during it:
 Own time is summed by layer, from each function's file: wavewire core, adapters, transports,
 the CLI's echo loop, wsproto, asyncio, anyio, trio, other Python, and (cProfile only) built-ins
 (C functions: socket calls, bytes operations). Needs py-spy for the default tool
-(``pip install py-spy``; it attaches with ptrace, so root or ``kernel.yama.ptrace_scope=0``).
+(in the ``bench`` extra; it attaches with ptrace, so root or ``kernel.yama.ptrace_scope=0``).
 """
 
 from __future__ import annotations
