@@ -495,6 +495,58 @@ def test_ws_connection_guards() -> None:
         server.send(Ping(payload=b"x" * 126))
 
 
+def test_ws_connection_parses_nothing_after_a_close_frame() -> None:
+    from wsproto.events import BytesMessage, CloseConnection
+
+    from wavewire.core.framing import WsConnection
+
+    server = WsConnection(client=False, max_message_size=100, max_fragments=4)
+    close = masked(Opcode.CLOSE, (1000).to_bytes(2, "big"))
+    server.receive_data(masked(Opcode.BINARY, b"first") + close + masked(Opcode.BINARY, b"late"))
+    events = list(server.events())  # read to the end: the parser finishes at the close frame
+    assert events == [
+        BytesMessage(data=b"first", frame_finished=True, message_finished=True),
+        CloseConnection(code=1000, reason=""),
+    ]
+    assert list(server.events()) == []  # the frame after the close is never parsed
+    assert server.failure is None
+
+
+def test_ws_connection_waits_for_a_whole_header() -> None:
+    from wsproto.events import BytesMessage
+
+    from wavewire.core.framing import WsConnection
+
+    server = WsConnection(client=False, max_message_size=100, max_fragments=4)
+    frame = masked(Opcode.BINARY, b"split")
+    for byte in frame[:6]:  # 1 byte, then the 2-byte header without its 4-byte mask key
+        server.receive_data(bytes([byte]))
+        assert list(server.events()) == []
+    server.receive_data(frame[6:])
+    assert list(server.events()) == [
+        BytesMessage(data=b"split", frame_finished=True, message_finished=True)
+    ]
+    # Extended lengths (2 and 8 bytes) and the mask key after them may arrive in pieces.
+    for size in (200, 70_000):
+        server = WsConnection(client=False, max_message_size=100_000, max_fragments=4)
+        frame = masked(Opcode.BINARY, bytes(size))
+        header = 8 if size < 65536 else 14
+        for cut in range(1, header):
+            server.receive_data(frame[cut - 1 : cut])
+            assert list(server.events()) == [], (size, cut)
+        server.receive_data(frame[header - 1 :])
+        events = list(server.events())
+        assert b"".join(e.data for e in events if isinstance(e, BytesMessage)) == bytes(size)
+    # The smallest frame there is, 2 bytes (unmasked, empty), is parsed, not waited on.
+    client = WsConnection(
+        client=True, max_message_size=100, max_fragments=4, mask_source=lambda n: bytes(n)
+    )
+    client.receive_data(encode_frame(Opcode.BINARY, b""))
+    assert list(client.events()) == [
+        BytesMessage(data=b"", frame_finished=True, message_finished=True)
+    ]
+
+
 def test_close_is_idempotent_while_closing() -> None:
     raw = RawServer()
     raw.server.close(raw.cid, T0, 1000)

@@ -1,0 +1,61 @@
+"""The core's frame layer alone (``core/framing.py`` on wsproto): µs per message, no I/O.
+
+    python bench/framing_micro.py
+
+A server-side ``WsConnection`` is fed masked binary frames (640 B and 64 KiB) one per
+``receive_data`` call (a round trip) and 33 per call (a pipelined read), every event is taken,
+and an unmasked echo is serialized for each message. Best of ``--repeat`` timings; a number for
+comparing two versions of ``framing.py`` on one machine, not a figure of the whole server (see
+bench/peers.py for that).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import timeit
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from wsproto.events import BytesMessage
+from wsproto.frame_protocol import Opcode
+
+from wavewire.core.framing import WsConnection, encode_frame
+
+MASK = b"\x37\xfa\x21\x3d"
+
+
+def per_message_us(size: int, batch: int, messages: int, repeat: int) -> float:
+    payload = (bytes(range(256)) * (size // 256 + 1))[:size]
+    chunk = encode_frame(Opcode.BINARY, payload, mask_key=MASK) * batch
+    calls = messages // batch
+
+    def run() -> None:
+        ws = WsConnection(client=False, max_message_size=1 << 20, max_fragments=64)
+        for _ in range(calls):
+            ws.receive_data(chunk)
+            for event in ws.events():
+                assert isinstance(event, BytesMessage)
+                ws.send(BytesMessage(data=event.data))
+
+    # CPU time of this process: other work on the machine does not count.
+    best = min(timeit.repeat(run, number=1, repeat=repeat, timer=time.process_time))
+    return best / (calls * batch) * 1e6
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=7)
+    args = parser.parse_args()
+    for size, label in ((640, "640 B"), (65536, "64 KiB")):
+        messages = 6600 if size == 640 else 330
+        for batch, how in ((1, "one per read"), (33, "33 per read")):
+            us = per_message_us(size, batch, messages, args.repeat)
+            print(f"{label:7} {how:13} {us:8.2f} µs per message")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,179 @@
+"""Where a server's time goes: own time by layer and by function, under bench/peers.py's load.
+
+    python bench/profile_server.py --server wavewire-native --workload rt
+    python bench/profile_server.py --server wavewire-anyio --workload pipe640 --tool cprofile
+
+The server runs as in bench/peers.py (its own process, pinned to one core; wavewire is
+``wavewire serve --echo-raw``), the same plain-socket client drives one workload (``rt``: 640 B
+round trips one at a time; ``pipe640``: 640 B messages, 100 in flight), and the server is
+profiled during it:
+
+* ``--tool py-spy`` (default): ``py-spy record --format raw`` attached to the server for the
+  workload only, sampling at ``--rate`` Hz; a sample's own time goes to its innermost Python
+  frame. Sampling does not slow the server's Python code, so the shares are the truest here.
+* ``--tool cprofile``: the server runs under ``python -m cProfile`` (startup included);
+  ``tottime`` per function. Deterministic, with call counts, but its per-call overhead inflates
+  layers made of many small calls.
+
+Own time is summed by layer, from each function's file: wavewire core, adapters, transports,
+the CLI's echo loop, wsproto, asyncio, anyio, trio, other Python, and (cProfile only) built-ins
+(C functions: socket calls, bytes operations). Needs py-spy for the default tool
+(in the ``bench`` extra; it attaches with ptrace, so root or ``kernel.yama.ptrace_scope=0``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pstats
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import peers
+
+LAYERS = (
+    ("/wavewire/core/", "wavewire core"),
+    ("/wavewire/adapters/", "wavewire adapters"),
+    ("/wavewire/transports/", "wavewire transports"),
+    ("/wavewire/cli.py", "wavewire cli (echo loop)"),
+    ("/wsproto/", "wsproto"),
+    ("/asyncio/", "asyncio"),
+    ("/anyio/", "anyio"),
+    ("/trio/", "trio"),
+    ("/selectors.py", "selectors (polling)"),
+    ("/websockets/", "websockets"),
+)
+#: Innermost frames that mean "waiting for I/O": py-spy may still count them when the wait
+#: returns at once (a busy loop polls with a zero timeout).
+IDLE = {"select", "get_events", "poll"}
+
+
+def layer(path: str) -> str:
+    if path == "~":  # cProfile: a C function (socket calls, bytes methods, isinstance)
+        return "built-ins (C)"
+    path = "/" + path.lstrip("/")  # py-spy prints paths relative to sys.path entries
+    for marker, name in LAYERS:
+        if marker in path:
+            return name
+    return "other Python"
+
+
+def workload(kind: str, peer: peers.Peer, pid: int, count: int) -> peers.Sample:
+    if kind == "rt":
+        return peers.round_trips(peer, pid, count, warmup=200)
+    return peers.pipelined(peer, pid, 640, count, 100)
+
+
+def report(own: Counter[tuple[str, str]], total: float, unit: str, top: int) -> None:
+    by_layer: Counter[str] = Counter()
+    for (path, _), value in own.items():
+        by_layer[layer(path)] += value
+    print("\nown time by layer:")
+    for name, value in by_layer.most_common():
+        print(f"  {name:28} {100 * value / total:5.1f}%")
+    print(f"\ntop {top} functions by own time ({unit}):")
+    for (path, function), value in own.most_common(top):
+        where = path.split("/site-packages/")[-1].split("/src/")[-1]
+        print(f"  {100 * value / total:5.1f}%  {function:40} {where}")
+
+
+def with_py_spy(args: argparse.Namespace, server: peers.Server, cpu: int) -> None:
+    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    with tempfile.TemporaryDirectory() as tmp, peers.running(server, cpu) as (pid, port):
+        out = Path(tmp) / "spy.txt"
+        peer = peers.Peer(port, raw=server.kind == "raw", timeout=args.timeout)
+        workload(args.workload, peer, pid, min(args.count, 500))  # warm
+        record = [spy, "record", "--pid", str(pid), "--rate", str(args.rate)]
+        recorder = subprocess.Popen(
+            [*record, "--format", "raw", "--output", str(out), "--nonblocking"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        time.sleep(1.0)  # py-spy attaches
+        sample = workload(args.workload, peer, pid, args.count)
+        recorder.send_signal(signal.SIGINT)
+        _, errors = recorder.communicate(timeout=30)
+        if not out.exists():
+            raise SystemExit(f"py-spy wrote nothing: {errors}")
+        own: Counter[tuple[str, str]] = Counter()
+        idle = 0
+        for line in out.read_text().splitlines():
+            stack, _, count = line.rpartition(" ")
+            leaf = stack.rsplit(";", 1)[-1]  # "function (path:line)"
+            function, _, where = leaf.partition(" (")
+            name = function.rsplit(".", 1)[-1]
+            own[(where.rsplit(":", 1)[0], function)] += int(count)
+            if name in IDLE:
+                idle += int(count)
+    print_header(args, sample)
+    total = sum(own.values())
+    print(f"{total} samples, {100 * idle / total:.1f}% of them waiting in the poll: left out")
+    busy = Counter({key: n for key, n in own.items() if key[1].rsplit(".", 1)[-1] not in IDLE})
+    report(busy, total - idle, "share of the busy samples", args.top)
+
+
+def with_cprofile(args: argparse.Namespace, server: peers.Server, cpu: int) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "server.prof"
+        options = ["-m", "cProfile", "-o", str(out)]
+        with peers.running(server, cpu, python_options=options) as (pid, port):
+            peer = peers.Peer(port, raw=server.kind == "raw", timeout=args.timeout)
+            sample = workload(args.workload, peer, pid, args.count)
+        stats = pstats.Stats(str(out))
+    own: Counter[tuple[str, str]] = Counter()
+    calls: Counter[tuple[str, str]] = Counter()
+    idle = 0.0
+    for (path, _line, function), (_cc, ncalls, tottime, _ct, _callers) in stats.stats.items():  # type: ignore[attr-defined]
+        calls[(path, function)] += ncalls
+        if "'select.epoll'" in function or "'select.poll'" in function:
+            idle += tottime  # cProfile times the wall clock: the wait for I/O is in here
+        else:
+            own[(path, function)] += tottime
+    print_header(args, sample)
+    total = sum(own.values())
+    print(f"{total:.1f} s profiled, and {idle:.1f} s in the poll (waiting; left out)")
+    report(own, total, "tottime", args.top)
+    print(f"\nmost called, per message ({args.count} messages):")
+    for (path, function), ncalls in calls.most_common(args.top):
+        where = path.split("/site-packages/")[-1].split("/src/")[-1]
+        print(f"  {ncalls / args.count:6.2f}  {function:40} {where}")
+
+
+def print_header(args: argparse.Namespace, sample: peers.Sample) -> None:
+    print(
+        f"{args.server}, {args.workload}, {args.tool}: {sample.units} messages, "
+        f"{sample.rate:,.0f}/s, server CPU {sample.cpu_us:.1f} µs per message (profiler on)"
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--server", default="wavewire-native", choices=sorted(peers.BY_NAME))
+    parser.add_argument("--workload", default="rt", choices=("rt", "pipe640"))
+    parser.add_argument("--tool", default="py-spy", choices=("py-spy", "cprofile"))
+    parser.add_argument("--count", type=int, default=20000, help="messages (20000)")
+    parser.add_argument("--rate", type=int, default=1000, help="py-spy samples per second")
+    parser.add_argument("--top", type=int, default=25, help="functions listed (25)")
+    parser.add_argument("--timeout", type=float, default=120.0)
+    args = parser.parse_args()
+    cpus = sorted(os.sched_getaffinity(0))
+    os.sched_setaffinity(0, {cpus[0]})
+    server = peers.BY_NAME[args.server]
+    if args.tool == "py-spy":
+        with_py_spy(args, server, cpus[-1])
+    else:
+        with_cprofile(args, server, cpus[-1])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
