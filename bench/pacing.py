@@ -46,10 +46,10 @@ from wavewire import (
     WebsocketServerParams,
     WebsocketServerTransport,
 )
-from wavewire.core.audio import AudioChunk, AudioOutput
 from wavewire.core.client import ClientProtocol
 from wavewire.core.config import ClientConfig
 from wavewire.core.events import FrameReceived
+from wavewire.core.session.audio import AudioChunk, AudioOutput
 from wavewire.transports.server import ClientHandle, DriverName
 
 RATE = 16000

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Render the connection state machine, ``TRANSITIONS`` in ``wavewire.core.connection``, as
+"""Render the connection state machine, ``TRANSITIONS`` in ``wavewire.core.protocol.connection``, as
 markdown: a table (rows: states; columns: triggers; cells: the next state, or "—" where the pair
 is not a transition) and a mermaid ``stateDiagram-v2`` block.
 
@@ -23,10 +23,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 try:
-    from wavewire.core.connection import TRANSITIONS, State, Trigger
+    from wavewire.core.protocol.connection import TRANSITIONS, State, Trigger
 except ModuleNotFoundError:  # run from a checkout where wavewire is not installed
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
-    from wavewire.core.connection import TRANSITIONS, State, Trigger
+    from wavewire.core.protocol.connection import TRANSITIONS, State, Trigger
 
 __all__ = [
     "BEGIN",

@@ -27,7 +27,13 @@ from wavewire.core.frames import (
     TranscriptionFrame,
     TTSStoppedFrame,
 )
-from wavewire.core.handshake import Accept, HandshakeRequest, HttpRequest, HttpResponse, Reject
+from wavewire.core.protocol.handshake import (
+    Accept,
+    HandshakeRequest,
+    HttpRequest,
+    HttpResponse,
+    Reject,
+)
 from wavewire.core.serializers import (
     FrameSerializer,
     ProtobufFrameSerializer,

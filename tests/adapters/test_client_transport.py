@@ -27,8 +27,8 @@ from wavewire import (
     WebsocketServerTransport,
 )
 from wavewire.core.events import DisconnectCause
-from wavewire.core.handshake import HandshakeRequest, Reject
-from wavewire.core.wav import WAV_HEADER_SIZE
+from wavewire.core.protocol.handshake import HandshakeRequest, Reject
+from wavewire.core.session.wav import WAV_HEADER_SIZE
 from wavewire.transports.client import ClientConnection
 from wavewire.transports.server import ClientHandle
 

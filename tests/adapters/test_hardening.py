@@ -28,7 +28,7 @@ from wavewire import (
 from wavewire.core.errors import HandshakeRejected
 from wavewire.core.events import DisconnectCause
 from wavewire.core.frames import Frame
-from wavewire.core.handshake import Accept, HandshakeRequest, Reject
+from wavewire.core.protocol.handshake import Accept, HandshakeRequest, Reject
 from wavewire.core.serializers.protobuf import ProtobufFrameSerializer
 from wavewire.core.server import REPLACED_REASON
 from wavewire.transports.server import ClientHandle, DriverName

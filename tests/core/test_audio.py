@@ -19,7 +19,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from wavewire.core.audio import (
+from wavewire.core.errors import InvalidState
+from wavewire.core.session.audio import (
     TRANSITIONS,
     AudioBufferFull,
     AudioChunk,
@@ -30,8 +31,7 @@ from wavewire.core.audio import (
     OutputState,
     OutputTrigger,
 )
-from wavewire.core.errors import InvalidState
-from wavewire.core.wav import WAV_HEADER_SIZE, wav_chunk, wav_header
+from wavewire.core.session.wav import WAV_HEADER_SIZE, wav_chunk, wav_header
 
 T0 = 1000.25
 RATES = [8000, 16000, 24000, 48000]

@@ -11,12 +11,12 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
-from .audio import AudioOutput
 from .serializers.base import FrameSerializer
 from .serializers.protobuf import ProtobufFrameSerializer
+from .session.audio import AudioOutput
 
 if TYPE_CHECKING:
-    from .handshake import Accept, HandshakeRequest, HttpRequest, HttpResponse, Reject
+    from .protocol.handshake import Accept, HandshakeRequest, HttpRequest, HttpResponse, Reject
 
 __all__ = ["AudioOutConfig", "ClientConfig", "ClientPolicy", "ServerConfig"]
 

@@ -26,19 +26,7 @@ import heapq
 import itertools
 from dataclasses import dataclass
 
-from .audio import AudioStats
 from .config import ServerConfig
-from .connection import (
-    Connection,
-    Ended,
-    HandshakeDone,
-    LowEvent,
-    MessageIn,
-    Opened,
-    State,
-    Transmit,
-    check_close,
-)
 from .errors import InvalidState
 from .events import (
     ClientConnected,
@@ -53,10 +41,22 @@ from .events import (
     SessionTimeout,
 )
 from .frames import Frame
-from .handshake import ServerHandshake, Upgraded
-from .inbound import deserialize_message
-from .outbound import Outbound
+from .protocol.connection import (
+    Connection,
+    Ended,
+    HandshakeDone,
+    LowEvent,
+    MessageIn,
+    Opened,
+    State,
+    Transmit,
+    check_close,
+)
+from .protocol.handshake import ServerHandshake, Upgraded
 from .serializers.base import session_serializer
+from .session.audio import AudioStats
+from .session.inbound import deserialize_message
+from .session.outbound import Outbound
 
 __all__ = ["ServerProtocol"]
 

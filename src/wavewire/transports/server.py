@@ -46,7 +46,6 @@ from wavewire.adapters.anyio_server import listen_anyio
 from wavewire.adapters.asyncio_server import listen_asyncio
 from wavewire.adapters.errors import ConnectionClosed
 from wavewire.adapters.sink import DriverFactory, ListenOptions, ServerDriver
-from wavewire.core.audio import AudioBufferFull
 from wavewire.core.events import (
     AudioInterrupted,
     ClientConnected,
@@ -63,6 +62,7 @@ from wavewire.core.events import (
 )
 from wavewire.core.frames import CancelFrame, EndFrame, Frame
 from wavewire.core.server import ServerProtocol
+from wavewire.core.session.audio import AudioBufferFull
 from wavewire.transports.events import EventHandlers
 from wavewire.transports.params import WebsocketServerParams
 from wavewire.transports.streams import AudioInputGate, FrameInput, FrameOutput, check_output

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from .events import ConnectionInfo, FrameReceived, MessageDropped
-from .serializers.base import FrameSerializer
+from wavewire.core.events import ConnectionInfo, FrameReceived, MessageDropped
+from wavewire.core.serializers.base import FrameSerializer
 
 
 def deserialize_message(

@@ -18,8 +18,9 @@ from dataclasses import dataclass, field
 import h11
 from wsproto.utilities import generate_accept_token
 
-from .config import _TOKEN_CHARS, ClientConfig, ServerConfig, check_headers
-from .errors import HandshakeError, HandshakeRejected, InvalidHandshake, InvalidURI
+from wavewire.core.config import _TOKEN_CHARS, ClientConfig, ServerConfig, check_headers
+from wavewire.core.errors import HandshakeError, HandshakeRejected, InvalidHandshake, InvalidURI
+
 from .framing import Deflate, MaskSource
 
 __all__ = [

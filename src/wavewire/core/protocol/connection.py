@@ -41,9 +41,10 @@ from wsproto.events import (
 )
 from wsproto.frame_protocol import CloseReason
 
-from .config import _ConnectionLimits
-from .errors import HandshakeError, HandshakeTimeout, InvalidState
-from .events import ConnectionId, DisconnectCause
+from wavewire.core.config import _ConnectionLimits
+from wavewire.core.errors import HandshakeError, HandshakeTimeout, InvalidState
+from wavewire.core.events import ConnectionId, DisconnectCause
+
 from .framing import MaskSource, WsConnection
 from .handshake import (
     ClientHandshake,
