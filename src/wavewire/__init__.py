@@ -4,6 +4,13 @@ from __future__ import annotations
 
 from wavewire.adapters.anyio_client import ConnectError
 from wavewire.adapters.errors import ConnectionClosed
+from wavewire.core.admission import (
+    Accept,
+    HandshakeRequest,
+    HttpRequest,
+    HttpResponse,
+    Reject,
+)
 from wavewire.core.errors import (
     HandshakeError,
     HandshakeRejected,
@@ -26,13 +33,6 @@ from wavewire.core.frames import (
     TextFrame,
     TranscriptionFrame,
     TTSStoppedFrame,
-)
-from wavewire.core.protocol.handshake import (
-    Accept,
-    HandshakeRequest,
-    HttpRequest,
-    HttpResponse,
-    Reject,
 )
 from wavewire.core.serializers import (
     FrameSerializer,

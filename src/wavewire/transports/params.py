@@ -9,6 +9,13 @@ import ssl
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from wavewire.core.admission import (
+    Accept,
+    HandshakeRequest,
+    HttpRequest,
+    HttpResponse,
+    Reject,
+)
 from wavewire.core.config import (
     DEFAULT_MAX_MESSAGE_SIZE,
     AudioOutConfig,
@@ -17,13 +24,6 @@ from wavewire.core.config import (
     ServerConfig,
 )
 from wavewire.core.errors import HandshakeRejected
-from wavewire.core.protocol.handshake import (
-    Accept,
-    HandshakeRequest,
-    HttpRequest,
-    HttpResponse,
-    Reject,
-)
 from wavewire.core.serializers.base import FrameSerializer
 from wavewire.core.serializers.protobuf import ProtobufFrameSerializer
 from wavewire.core.session.audio import AudioOutput
