@@ -44,6 +44,7 @@ from wsproto.frame_protocol import CloseReason
 from wavewire.core.config import _ConnectionLimits
 from wavewire.core.errors import HandshakeError, HandshakeTimeout, InvalidState
 from wavewire.core.events import ConnectionId, DisconnectCause
+from wavewire.core.link import Ended, MessageIn, Opened
 
 from .framing import MaskSource, WsConnection
 from .handshake import (
@@ -55,7 +56,7 @@ from .handshake import (
     Upgraded,
 )
 
-__all__ = ["Connection", "State", "Transmit"]
+__all__ = ["Connection", "Ended", "HandshakeDone", "MessageIn", "Opened", "State", "Transmit"]
 
 
 class State(enum.Enum):
@@ -125,25 +126,6 @@ class Transmit:
 
 
 # --- low-level events, for the owning protocol object -------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Opened:
-    """The handshake completed (server: 101 sent; client: valid 101 received)."""
-
-
-@dataclass(frozen=True, slots=True)
-class MessageIn:
-    data: bytes | str
-
-
-@dataclass(frozen=True, slots=True)
-class Ended:
-    """The connection closed after ``Opened``; exactly once."""
-
-    code: int
-    reason: str
-    cause: DisconnectCause
 
 
 @dataclass(frozen=True, slots=True)
@@ -276,7 +258,11 @@ class Connection:
             # Else a client whose close frames crossed just stops waiting for TCP close.
             self._finish(end, drop_pending=True)
 
-    # --- commands ----------------------------------------------------------------------------
+    # --- commands (with ``id`` and ``is_open``, the ``Link`` the sessions drive) -------------
+
+    @property
+    def is_open(self) -> bool:
+        return self.state is State.OPEN
 
     def send_message(self, data: bytes | str) -> None:
         """Queue one message; ``InvalidState`` unless the connection is open."""
