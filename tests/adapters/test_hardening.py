@@ -25,6 +25,8 @@ from wavewire import (
     WebsocketServerParams,
     WebsocketServerTransport,
 )
+from wavewire.adapters.anyio_server import AnyioServerDriver
+from wavewire.adapters.asyncio_server import AsyncioServerDriver
 from wavewire.core.errors import HandshakeRejected
 from wavewire.core.events import DisconnectCause
 from wavewire.core.frames import Frame
@@ -94,7 +96,9 @@ def driver(driver_backend: tuple[DriverName, str]) -> DriverName:
 
 
 def core_connections(transport: WebsocketServerTransport) -> int:
-    return transport._driver_or_raise().protocol.connection_count
+    driver = transport._driver_or_raise()
+    assert isinstance(driver, AnyioServerDriver | AsyncioServerDriver)
+    return driver.protocol.connection_count
 
 
 # --- 1. bursts of reconnects under replace --------------------------------------------------------

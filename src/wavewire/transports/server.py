@@ -224,7 +224,7 @@ class WebsocketServerTransport:
             high_water=self.params.max_output_buffer,
             write_timeout=self.params.write_timeout,
         )
-        driver = await DRIVERS[self.driver](ServerProtocol(self._config), self, options)
+        driver = await self._start_driver(options)
         async with AsyncExitStack() as stack:
             stack.push_async_callback(driver.aclose)
             self._inbox_send, self._inbox_receive = anyio.create_memory_object_stream[Frame](
@@ -240,6 +240,11 @@ class WebsocketServerTransport:
             self._queue("on_websocket_ready")
             self._stack = stack.pop_all()
         return self
+
+    async def _start_driver(self, options: ListenOptions) -> ServerDriver:
+        """Bind, listen and make the driver (``wavewire.asgi`` overrides it: there the ASGI
+        server listens)."""
+        return await DRIVERS[self.driver](ServerProtocol(self._config), self, options)
 
     async def __aexit__(
         self,
