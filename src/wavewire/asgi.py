@@ -40,8 +40,17 @@ from __future__ import annotations
 import contextlib
 import enum
 import logging
+import signal
 from collections import deque
-from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Coroutine,
+    Iterator,
+    MutableMapping,
+    Sequence,
+)
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -78,6 +87,8 @@ Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
+#: What runs beside the transport for the server's life (an echo loop, a bot).
+Main = Callable[[], Coroutine[Any, Any, None]]
 
 #: Seconds a shutdown waits for sessions to close when ``close_timeout`` is None.
 SHUTDOWN_FALLBACK = 10.0
@@ -579,17 +590,27 @@ class AsgiServerTransport(WebsocketServerTransport):
             return None
         return self._asgi_driver
 
-    async def _lifespan(self, receive: Receive, send: Send) -> None:
+    async def _lifespan(
+        self,
+        receive: Receive,
+        send: Send,
+        main: Callable[[], Coroutine[Any, Any, None]] | None = None,
+    ) -> None:
+        """Run the transport (and ``main``, cancelled at shutdown) for the server's life."""
         message = await receive()
-        assert message["type"] == "lifespan.startup"
+        assert message["type"] == "lifespan.startup", message
         try:
             await self.__aenter__()
         except Exception as exc:
             await send({"type": "lifespan.startup.failed", "message": repr(exc)})
             return
         try:
-            await send({"type": "lifespan.startup.complete"})
-            message = await receive()  # lifespan.shutdown
+            async with anyio.create_task_group() as tg:
+                if main is not None:
+                    tg.start_soon(main)
+                await send({"type": "lifespan.startup.complete"})
+                await receive()  # lifespan.shutdown
+                tg.cancel_scope.cancel()
         finally:
             await self.__aexit__(None, None, None)
         await send({"type": "lifespan.shutdown.complete"})
@@ -621,3 +642,65 @@ class AsgiServerTransport(WebsocketServerTransport):
             (b"content-type", b"text/plain; charset=utf-8"),
         ]
         await _http_response(send, 426, headers, body)
+
+
+async def serve_with_uvicorn(
+    transport: AsgiServerTransport,
+    host: str,
+    port: int,
+    *,
+    main: Main | None = None,
+    ssl_certfile: str | None = None,
+    ssl_keyfile: str | None = None,
+) -> None:
+    """Serve ``transport`` with uvicorn (the ``asgi`` extra) until SIGINT or SIGTERM; ``main``
+    runs while the transport does (``wavewire serve --asgi`` runs its echo loop there).
+
+    uvicorn is set up as docs/asgi.md recommends: the wsproto implementation, permessage-deflate
+    off, ``--ws-max-size`` at the params' ``max_message_size``, its keepalive at their
+    ``ping_interval``/``ping_timeout``.
+    """
+    try:
+        import uvicorn
+    except ImportError:
+        raise ValueError("--asgi needs uvicorn: pip install 'wavewire[asgi]'") from None
+
+    class _QuietServer(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            yield  # the caller handles signals
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await transport._lifespan(receive, send, main)
+        else:
+            await transport(scope, receive, send)
+
+    params = transport.params
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        ws="wsproto",
+        lifespan="on",
+        ws_max_size=params.max_message_size,
+        ws_per_message_deflate=False,
+        ws_ping_interval=params.ping_interval,
+        ws_ping_timeout=params.ping_timeout,
+        ssl_certfile=ssl_certfile,
+        ssl_keyfile=ssl_keyfile,
+        log_level="info",
+    )
+    server = _QuietServer(config)
+
+    async def stop_on_signal(signals: AsyncIterator[int]) -> None:
+        async for signum in signals:
+            logger.info("%s: shutting down", signal.Signals(signum).name)
+            server.should_exit = True
+
+    # Our signal handling, as without --asgi (uvicorn's re-raises the signal once stopped).
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(stop_on_signal, signals)
+            await server.serve()
+            tg.cancel_scope.cancel()

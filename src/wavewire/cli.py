@@ -150,6 +150,11 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"largest message accepted, in bytes ({DEFAULT_MAX_MESSAGE_SIZE})",
     )
     serve.add_argument("--compression", action="store_true", help="accept permessage-deflate (off)")
+    serve.add_argument(
+        "--asgi",
+        action="store_true",
+        help="serve under uvicorn through wavewire.asgi (the asgi extra; --backend asyncio)",
+    )
     connect = commands.add_parser("connect", help="stream a WAV file to a server, record replies")
     connect.add_argument("uri", help="ws:// or wss:// URI of the server")
     connect.add_argument("--send", metavar="FILE.wav", help="16-bit PCM WAV file to stream")
@@ -234,7 +239,16 @@ async def serve(args: argparse.Namespace) -> None:
         raise ValueError("--driver asyncio runs only with --backend asyncio")
     params = make_params(args)
     policy = params.client_policy
-    transport = WebsocketServerTransport(params, host=args.host, port=args.port, driver=args.driver)
+    if args.asgi:
+        if args.backend != "asyncio":
+            raise ValueError("--asgi runs only with --backend asyncio (uvicorn)")
+        from wavewire.asgi import AsgiServerTransport  # loaded only for --asgi
+
+        transport: WebsocketServerTransport = AsgiServerTransport(params)
+    else:
+        transport = WebsocketServerTransport(
+            params, host=args.host, port=args.port, driver=args.driver
+        )
     echoes: anyio.abc.TaskGroup | None = None
 
     @transport.event_handler("on_websocket_ready")
@@ -244,7 +258,7 @@ async def serve(args: argparse.Namespace) -> None:
             "listening on %s://%s:%d (policy %s%s)",
             "ws" if args.certfile is None else "wss",
             args.host,
-            transport.port,
+            args.port if args.asgi else transport.port,
             policy,
             mode,
         )
@@ -265,6 +279,29 @@ async def serve(args: argparse.Namespace) -> None:
     def on_timeout(transport: WebsocketServerTransport, client: ClientHandle) -> None:
         logger.info("%s session timeout", _describe(client))
 
+    if args.asgi:
+        from wavewire.asgi import AsgiServerTransport, serve_with_uvicorn
+
+        async def run_echo() -> None:
+            nonlocal echoes
+            async with anyio.create_task_group() as tg:
+                echoes = tg
+                if policy != "multi":
+                    tg.start_soon(echo, transport.input(), transport.output())
+                await anyio.sleep_forever()
+
+        assert isinstance(transport, AsgiServerTransport)
+        # uvicorn handles SIGINT/SIGTERM: it closes the connections, then the lifespan.
+        await serve_with_uvicorn(
+            transport,
+            args.host,
+            args.port,
+            main=run_echo,
+            ssl_certfile=args.certfile,
+            ssl_keyfile=args.keyfile,
+        )
+        logger.info("stopped")
+        return
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with transport, anyio.create_task_group() as tg:
             echoes = tg
