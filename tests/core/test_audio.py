@@ -1,4 +1,5 @@
-"""Output audio scheduling (core/audio.py) and WAV headers (core/wav.py), on a synthetic clock.
+"""Output audio scheduling (core/session/audio.py) and WAV headers (core/session/wav.py), on a
+synthetic clock.
 
 Nothing here sleeps: time is whatever ``now`` the test passes. Schedules are checked against
 exact rationals (``Fraction``), so "no drift" means the float error of one addition, not a

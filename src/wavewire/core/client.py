@@ -88,7 +88,8 @@ class ClientProtocol:
     # --- commands ----------------------------------------------------------------------------
 
     def send_frame(self, frame: Frame, now: float) -> bool:
-        """Send ``frame``, through audio pacing if ``audio_out`` is set (``core/outbound.py``).
+        """Send ``frame``, through audio pacing if ``audio_out`` is set
+        (``core/session/outbound.py``).
 
         False if the serializer has no message for this frame kind. ``InvalidState`` unless
         connected; ``ValueError`` for audio in another format than the output's;

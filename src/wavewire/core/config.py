@@ -53,7 +53,7 @@ def _check_count(name: str, value: object, *, minimum: int = 1, allow_none: bool
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AudioOutConfig:
-    """Output audio: its format and pacing (see ``core/audio.py``), validated on creation."""
+    """Output audio: its format and pacing (``core/session/audio.py``), validated on creation."""
 
     sample_rate: int = 24000
     num_channels: int = 1

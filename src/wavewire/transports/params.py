@@ -46,8 +46,8 @@ class TransportParams:
 
     Input: received audio reaches ``input()`` only with ``audio_in_enabled``. Output: with
     ``audio_out_enabled``, audio sent through ``output()`` is cut into chunks of
-    ``audio_out_10ms_chunks`` x 10 ms and paced at real time by the core (``core/audio.py``);
-    without it, sending audio is a ``ValueError``.
+    ``audio_out_10ms_chunks`` x 10 ms and paced at real time by the core
+    (``core/session/audio.py``); without it, sending audio is a ``ValueError``.
     """
 
     audio_in_enabled: bool = False

@@ -16,8 +16,8 @@ and transports (``loop.create_server``), runs only under asyncio and does less w
 Both implement ``wavewire.adapters.sink.ServerDriver``.
 
 Audio. With ``audio_out_enabled``, the core cuts output audio into chunks and sends each at its
-real-time place (``core/audio.py``); ``output().send()`` waits while the client's queue holds
-``audio_out_max_queued_secs`` of audio (backpressure), and sending audio without it is a
+real-time place (``core/session/audio.py``); ``output().send()`` waits while the client's queue
+holds ``audio_out_max_queued_secs`` of audio (backpressure), and sending audio without it is a
 ``ValueError``. ``InterruptionFrame`` drops the queued audio at once and is sent ahead of
 everything: ``on_audio_interrupted(transport, client, dropped_ms)`` says how much was dropped
 (also logged at debug, and kept in ``client.audio_interrupted_ms``). ``EndFrame`` plays out the

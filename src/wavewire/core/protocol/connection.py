@@ -6,10 +6,11 @@ A ``Connection`` is fed bytes (``receive_data``), the end of the byte stream (``
 the loss of the socket (``connection_lost``) and the passing of time (``handle_timer``); every
 call takes ``now``, the caller's monotonic clock in seconds. It answers with bytes to write and
 at most one final instruction (close the socket, after or instead of writing), collected by its
-owner through ``take_output()``, and with low-level events (``Opened``, ``MessageIn``, ``Ended``,
-``HandshakeDone``) that the owner (``ServerProtocol`` or ``ClientProtocol``) turns into public
-events. It never raises because of what the peer sent: a violation fails the connection with the
-RFC 6455 close code and ends it.
+owner through ``take_output()``, and with low-level events -- the link events of ``core/link.py``
+(``Opened``, ``MessageIn``, ``Ended``) and ``HandshakeDone`` -- that the owner (``ServerProtocol``
+or ``ClientProtocol``) turns into public events. It is a ``Link``: the session layer drives it
+with ``send_message``/``close``. It never raises because of what the peer sent: a violation
+fails the connection with the RFC 6455 close code and ends it.
 
 States and the only transitions between them (``TRANSITIONS``; docs/architecture.md draws it)::
 
