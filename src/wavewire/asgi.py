@@ -376,7 +376,12 @@ class AsgiDriver:
                 data = message.get("text")
             if data is None:
                 continue
-            if len(data) > limit:
+            # max_message_size counts bytes: a text message's UTF-8 length (4 bytes a character
+            # at most, so short texts need no encoding to know they fit).
+            size = len(data)
+            if isinstance(data, str) and size * 4 > limit:
+                size = len(data.encode("utf-8"))
+            if size > limit:
                 # RFC 6455 7.4.1: 1009. The server has buffered it (its own bound); we drop it.
                 connection.link.close(
                     1009, "message too big", anyio.current_time(),

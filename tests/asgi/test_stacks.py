@@ -211,12 +211,23 @@ async def test_a_stalled_reader_ends_the_session_after_write_timeout(stack: str)
                 assert handle.disconnect.code == 1006
 
 
-async def test_a_message_over_max_message_size_closes_1009(stack: str) -> None:
+@pytest.mark.parametrize(
+    "message",
+    [TextFrame(text="x" * 2048), "\u00e9" * 600],  # 600 characters, but 1200 bytes of UTF-8
+    ids=["binary", "text-utf8"],
+)
+async def test_a_message_over_max_message_size_closes_1009(
+    stack: str, message: TextFrame | str
+) -> None:
     params = make_params(max_message_size=1024)
     with anyio.fail_after(LIMIT):
         async with serve(stack, params) as (_, recorder, port), client(port) as ws:
             await recorder.wait("on_client_connected")
-            await ws.send(TextFrame(text="x" * 2048))
+            if isinstance(message, str):
+                ws.protocol.send_message(message)
+                await ws.flush()
+            else:
+                await ws.send(message)
             closed = await ws.next(Disconnected)
             assert closed.code == 1009
             await recorder.wait("on_client_disconnected")
