@@ -76,6 +76,7 @@ for name in list(sys.modules):
         del sys.modules[name]
 sys.meta_path.insert(0, Block())
 import wavewire.core.server, wavewire.core.client, wavewire.core.serializers
+import wavewire.core.session.sessions, wavewire.core.link, wavewire.core.admission
 print("ok")
 """
     result = subprocess.run(
