@@ -6,9 +6,10 @@
 * ``uvicorn-websockets``: uvicorn's ``websockets-sansio`` implementation serving a FastAPI
   route that hands its ``WebSocket`` to ``serve_websocket`` (the FastAPI lifespan runs the
   transport);
-* ``hypercorn``: hypercorn (h11 + wsproto of its own) serving a Starlette route.
+* ``hypercorn``, ``hypercorn-trio``: hypercorn (h11 + wsproto of its own) serving a Starlette
+  route, on asyncio and on trio.
 
-Servers run in the test's event loop (asyncio: uvicorn and hypercorn are asyncio servers here),
+Servers run in the test's event loop (asyncio, or trio for ``hypercorn-trio``),
 on a socket bound to port 0 and handed to them, so tests read the transport's events directly.
 """
 
@@ -27,7 +28,12 @@ from tests.adapters.support import LIMIT, Recorder
 from wavewire import WebsocketServerParams, WebsocketServerTransport
 from wavewire.asgi import AsgiServerTransport
 
-STACKS = ["wavewire", "uvicorn-wsproto", "uvicorn-websockets", "hypercorn"]
+STACKS = ["wavewire", "uvicorn-wsproto", "uvicorn-websockets", "hypercorn", "hypercorn-trio"]
+#: The event loop each stack runs on (the test's own: servers run in the test's loop).
+BACKENDS = {"hypercorn-trio": "trio"}
+#: Stacks whose server shields its socket write from cancellation (hypercorn 0.18's trio
+#: ``TCPServer.protocol_send``): a send to a client that stopped reading cannot be timed out.
+SHIELDED_SENDS = frozenset({"hypercorn-trio"})
 PATH = "/ws"
 #: Stacks that report the peer's close code. Hypercorn (0.18) sends ``websocket.disconnect``
 #: with 1006 even after a clean close handshake the client started.
@@ -96,9 +102,13 @@ async def _uvicorn(app: Any, ws: str) -> AsyncIterator[int]:
 
 
 @asynccontextmanager
-async def _hypercorn(app: Any) -> AsyncIterator[int]:
-    from hypercorn.asyncio import serve
+async def _hypercorn(app: Any, *, trio: bool = False) -> AsyncIterator[int]:
     from hypercorn.config import Config
+
+    if trio:
+        from hypercorn.trio import serve
+    else:
+        from hypercorn.asyncio import serve
 
     sock = _bound_socket()
     port = sock.getsockname()[1]
@@ -134,8 +144,8 @@ async def serve(
         # protocol (its older "websockets" one, on websockets' legacy API, is deprecated).
         server = _uvicorn(fastapi_app(asgi), "websockets-sansio")
     else:
-        assert stack == "hypercorn", stack
-        server = _hypercorn(starlette_app(asgi))
+        assert stack in ("hypercorn", "hypercorn-trio"), stack
+        server = _hypercorn(starlette_app(asgi), trio=stack == "hypercorn-trio")
     async with server as port:
         with anyio.fail_after(LIMIT):
             await recorder.wait("on_websocket_ready")

@@ -28,22 +28,22 @@ from wavewire.core.frames import (
 )
 from wavewire.core.session.sessions import REJECTED_CODE, REPLACED_REASON
 
-from .stacks import PATH, REPORTS_PEER_CLOSE_CODE, STACKS, serve
+from .stacks import BACKENDS, PATH, REPORTS_PEER_CLOSE_CODE, SHIELDED_SENDS, STACKS, serve
 
 pytestmark = pytest.mark.anyio
 
 CHUNK = 1280  # 40 ms of 16 kHz mono PCM16: one output chunk with the default 4 x 10 ms
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"  # uvicorn and hypercorn are served on asyncio here
-
-
 @pytest.fixture(params=STACKS)
 def stack(request: pytest.FixtureRequest) -> str:
     name: str = request.param
     return name
+
+
+@pytest.fixture
+def anyio_backend(stack: str) -> str:
+    return BACKENDS.get(stack, "asyncio")  # uvicorn runs on asyncio only
 
 
 def audio(ms: int) -> OutputAudioRawFrame:
@@ -190,9 +190,18 @@ async def test_a_message_the_serializer_fails_on_is_dropped_not_the_session(
     assert recorder.names()[0] == ("on_client_connected", 1)
 
 
-async def test_a_stalled_reader_ends_the_session_after_write_timeout(stack: str) -> None:
+async def test_a_stalled_reader_ends_the_session_after_write_timeout(
+    stack: str, request: pytest.FixtureRequest
+) -> None:
+    bound = LIMIT * 2
+    if stack in SHIELDED_SENDS:
+        # Not guaranteed there: the server shields its socket write from cancellation, so no
+        # timeout around the ASGI send can end it (docs/asgi.md). Strict: a fix upstream shows.
+        reason = "hypercorn on trio shields send_all: a blocked send cannot be timed out"
+        request.applymarker(pytest.mark.xfail(raises=TimeoutError, strict=True, reason=reason))
+        bound = 2.0
     params = make_params(write_timeout=0.3, max_output_buffer=64 * 1024)
-    with anyio.fail_after(LIMIT * 2):
+    with anyio.fail_after(bound):
         async with serve(stack, params) as (transport, recorder, port):
             stream = await anyio.connect_tcp("127.0.0.1", port)
             async with stream:
