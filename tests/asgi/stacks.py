@@ -105,10 +105,10 @@ async def _uvicorn(app: Any, ws: str) -> AsyncIterator[int]:
 async def _hypercorn(app: Any, *, trio: bool = False) -> AsyncIterator[int]:
     from hypercorn.config import Config
 
-    if trio:
-        from hypercorn.trio import serve
-    else:
-        from hypercorn.asyncio import serve
+    import hypercorn.asyncio
+    import hypercorn.trio
+
+    serve: Any = hypercorn.trio.serve if trio else hypercorn.asyncio.serve
 
     sock = _bound_socket()
     port = sock.getsockname()[1]
