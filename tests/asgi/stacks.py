@@ -103,10 +103,9 @@ async def _uvicorn(app: Any, ws: str) -> AsyncIterator[int]:
 
 @asynccontextmanager
 async def _hypercorn(app: Any, *, trio: bool = False) -> AsyncIterator[int]:
-    from hypercorn.config import Config
-
     import hypercorn.asyncio
     import hypercorn.trio
+    from hypercorn.config import Config
 
     serve: Any = hypercorn.trio.serve if trio else hypercorn.asyncio.serve
 
