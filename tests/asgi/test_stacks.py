@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import anyio
 import pytest
@@ -17,8 +18,9 @@ from tests.adapters.faults import read_head, read_to_end, shrink_receive_buffer,
 from tests.adapters.support import LIMIT, make_params
 from tests.adapters.wsclient import WsClient, connect
 from wavewire import Accept, HandshakeRequest, Reject
+from wavewire.asgi import AsgiDriver
 from wavewire.cli import echo
-from wavewire.core.events import DisconnectCause, Disconnected, FrameReceived
+from wavewire.core.events import ConnectionId, DisconnectCause, Disconnected, FrameReceived
 from wavewire.core.frames import (
     AudioRawFrame,
     EndFrame,
@@ -26,7 +28,9 @@ from wavewire.core.frames import (
     OutputAudioRawFrame,
     TextFrame,
 )
+from wavewire.core.session.audio import AudioStats
 from wavewire.core.session.sessions import REJECTED_CODE, REPLACED_REASON
+from wavewire.transports.server import WebsocketServerTransport
 
 from .stacks import BACKENDS, PATH, REPORTS_PEER_CLOSE_CODE, SHIELDED_SENDS, STACKS, serve
 
@@ -131,6 +135,32 @@ async def test_paced_audio_arrives_in_whole_chunks_in_order(stack: str) -> None:
             got = [await ws.next_frame() for _ in range(5)]
             assert all(isinstance(f, AudioRawFrame) and len(f.audio) == CHUNK for f in got)
             assert b"".join(f.audio for f in got if isinstance(f, AudioRawFrame)) == sent.audio
+
+
+async def test_backpressure_holds_a_fast_producer_and_loses_nothing(stack: str) -> None:
+    params = make_params(audio_out_max_queued_secs=0.1)
+    pieces = [audio(120) for _ in range(4)]  # 480 ms in all, sent faster than real time
+    with anyio.fail_after(LIMIT):
+        async with serve(stack, params) as (transport, recorder, port), client(port) as ws:
+            await recorder.wait("on_client_connected")
+            handle = recorder.handles[0]
+            for piece in pieces:
+                await handle.output().send(piece)  # waits while 100 ms are queued
+                stats = core_stats(transport, handle.id)
+                assert stats.queued_seconds <= 0.1 + 0.12  # the bound, plus the piece taken
+            got = [await ws.next_frame() for _ in range(12)]
+            assert b"".join(f.audio for f in got if isinstance(f, AudioRawFrame)) == b"".join(
+                p.audio for p in pieces
+            )
+
+
+def core_stats(transport: WebsocketServerTransport, client_id: ConnectionId) -> AudioStats:
+    """The session's audio counters, from whichever core the stack's driver holds."""
+    driver: Any = transport._driver_or_raise()
+    core = driver.sessions if isinstance(driver, AsgiDriver) else driver.protocol
+    stats = core.audio_stats(client_id)
+    assert isinstance(stats, AudioStats)
+    return stats
 
 
 async def test_interruption_drops_queued_audio_and_goes_first(stack: str) -> None:
