@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from wsproto.events import BytesMessage
 from wsproto.frame_protocol import Opcode
 
-from wavewire.core.framing import WsConnection, encode_frame
+from wavewire.core.protocol.framing import WsConnection, encode_frame
 
 MASK = b"\x37\xfa\x21\x3d"
 

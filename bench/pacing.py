@@ -14,12 +14,17 @@ Chunk ``k`` should arrive at ``t0 + k * 40 ms``, ``t0`` being the time of the fi
   and measure from that send to the last audio byte received and to the interruption message,
   and whether any audio chunk arrived after the interruption message.
 
+``--driver uvicorn``: the same, with ``AsgiServerTransport`` (``wavewire.asgi``) served by uvicorn
+(wsproto implementation, permessage-deflate off) in the same process and event loop: the session
+layer paces, uvicorn frames and writes.
+
 Core run: an ``AudioOutput`` fed one hour of audio (synthetic clock, 1 s writes whenever it is
 writable), its timer fired exactly at each deadline, then again with each firing late by a
 random 0-5 ms: the due time of the last chunk against ``t0 + k * chunk_duration``.
 
     python bench/pacing.py                      # 60 s per driver, 20 interruption trials
     python bench/pacing.py --seconds 10 --driver asyncio
+    python bench/pacing.py --seconds 10 --driver uvicorn   # the asgi extra
 
 Not a test: loopback timing depends on the machine and its load.
 """
@@ -27,14 +32,19 @@ Not a test: loopback timing depends on the machine and its load.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import random
+import socket
 import statistics
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, cast
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from collections.abc import AsyncIterator
 
 import anyio
 import anyio.abc
@@ -46,20 +56,22 @@ from wavewire import (
     WebsocketServerParams,
     WebsocketServerTransport,
 )
-from wavewire.core.audio import AudioChunk, AudioOutput
+from wavewire.asgi import AsgiDriver, AsgiServerTransport
 from wavewire.core.client import ClientProtocol
 from wavewire.core.config import ClientConfig
 from wavewire.core.events import FrameReceived
+from wavewire.core.session.audio import AudioChunk, AudioOutput
 from wavewire.transports.server import ClientHandle, DriverName
 
 RATE = 16000
 CHUNK_SECONDS = 0.04
 CHUNK_BYTES = int(RATE * CHUNK_SECONDS) * 2
-#: (driver, backend) pairs measured by default.
-RUNS: list[tuple[DriverName, str]] = [
+#: (driver, backend) pairs measured by default; "uvicorn" is wavewire.asgi under uvicorn.
+RUNS: list[tuple[str, str]] = [
     ("anyio", "asyncio"),
     ("anyio", "trio"),
     ("asyncio", "asyncio"),
+    ("uvicorn", "asyncio"),
 ]
 
 
@@ -128,6 +140,10 @@ class NetworkResult:
     last_audio_ms: list[float]
     interrupt_msg_ms: list[float]
     late_chunks: int
+    #: The schedule's stalls during the steady stream (timer more than a chunk late: the
+    #: stream re-anchors, which shows as drift) and the seconds they moved it.
+    stalls: int = 0
+    stalled_seconds: float = 0.0
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -135,8 +151,40 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+@contextlib.asynccontextmanager
+async def serving(
+    driver: str, params: WebsocketServerParams
+) -> AsyncIterator[tuple[WebsocketServerTransport, int]]:
+    """The server transport for ``driver``, running, and its port."""
+    if driver != "uvicorn":
+        server = WebsocketServerTransport(params, "127.0.0.1", 0, driver=cast(DriverName, driver))
+        async with server:
+            yield server, server.port
+        return
+    import uvicorn
+
+    asgi = AsgiServerTransport(params)
+    ready = anyio.Event()
+    asgi.add_event_handler("on_websocket_ready", lambda transport: ready.set())
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    config = uvicorn.Config(
+        asgi, ws="wsproto", ws_per_message_deflate=False, lifespan="on", log_level="warning"
+    )
+    uvicorn_server = uvicorn.Server(config)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(uvicorn_server.serve, [sock])
+        await ready.wait()
+        while not uvicorn_server.started:  # noqa: ASYNC110 - uvicorn has no event for it
+            await anyio.sleep(0.01)
+        try:
+            yield asgi, sock.getsockname()[1]
+        finally:
+            uvicorn_server.should_exit = True
+
+
 async def network_run(
-    driver: DriverName, backend: str, seconds: int, trials: int, seed: int
+    driver: str, backend: str, seconds: int, trials: int, seed: int
 ) -> NetworkResult:
     params = WebsocketServerParams(
         audio_out_enabled=True,
@@ -145,18 +193,17 @@ async def network_run(
         audio_out_max_queued_secs=2,
         ping_interval=None,
     )
-    server = WebsocketServerTransport(params, "127.0.0.1", 0, driver=driver)
     connected = anyio.Event()
     handles: list[ClientHandle] = []
 
-    @server.event_handler("on_client_connected")
     def on_connected(transport: WebsocketServerTransport, client: ClientHandle) -> None:
         handles.append(client)
         connected.set()
 
     rng = random.Random(seed)
-    async with server, anyio.create_task_group() as tg:
-        client = await open_client(server.port)
+    async with serving(driver, params) as (server, port), anyio.create_task_group() as tg:
+        server.add_event_handler("on_client_connected", on_connected)
+        client = await open_client(port)
         tg.start_soon(client.read_loop)
         await connected.wait()
         output = handles[0].output()
@@ -174,6 +221,8 @@ async def network_run(
         # Median error of the last second minus that of the first: a rate error, not the
         # jitter of two single chunks.
         drift = statistics.median(errors[-25:]) - statistics.median(errors[:25])
+        stats = core_of(server).audio_stats(handles[0].id)
+        assert stats is not None
 
         # Interruptions at random points of 1 s streams.
         last_audio: list[float] = []
@@ -200,8 +249,24 @@ async def network_run(
         tg.cancel_scope.cancel()
         await client.stream.aclose()  # the server's shutdown need not wait for a close frame
     return NetworkResult(
-        driver, backend, seconds, total, errors, drift, last_audio, interrupt_msg, late
+        driver,
+        backend,
+        seconds,
+        total,
+        errors,
+        drift,
+        last_audio,
+        interrupt_msg,
+        late,
+        stats.stalls,
+        stats.late_seconds,
     )
+
+
+def core_of(server: WebsocketServerTransport) -> Any:
+    """What keeps the audio counters: the driver's ``ServerProtocol`` or (ASGI) ``Sessions``."""
+    driver: Any = server._driver_or_raise()
+    return driver.sessions if isinstance(driver, AsgiDriver) else driver.protocol
 
 
 # --- the floor: the event loop's own timer ---------------------------------------------------
@@ -255,7 +320,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=60, help="audio streamed per run (60)")
     parser.add_argument("--trials", type=int, default=20, help="interruptions per run (20)")
-    parser.add_argument("--driver", choices=("anyio", "asyncio"), help="one driver only")
+    parser.add_argument("--driver", choices=("anyio", "asyncio", "uvicorn"), help="one driver only")
     parser.add_argument("--core-hours", type=float, default=1.0, help="synthetic hours (1)")
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
@@ -281,6 +346,7 @@ def main() -> None:
     print(
         "  driver/backend     chunks  |err| p50 |err| p99 |err| max drift     "
         "last audio after interrupt (p50/max)  interrupt msg (p50/max)  chunks after it"
+        "  stalls (s)"
     )
     for driver, backend in runs:
         result = anyio.run(
@@ -294,6 +360,7 @@ def main() -> None:
             f"{statistics.median(result.last_audio_ms):6.3f}/{max(result.last_audio_ms):6.3f} ms"
             f"{'':22}{statistics.median(result.interrupt_msg_ms):6.3f}/"
             f"{max(result.interrupt_msg_ms):6.3f} ms     {result.late_chunks}"
+            f"{'':16}{result.stalls} ({result.stalled_seconds:.3f})"
         )
 
 

@@ -74,7 +74,7 @@ if str(SRC) not in sys.path:  # run from a checkout without installing
 
 from wsproto.frame_protocol import Opcode  # noqa: E402
 
-from wavewire.core.framing import encode_frame  # noqa: E402
+from wavewire.core.protocol.framing import encode_frame  # noqa: E402
 from wavewire.core.serializers._pb import frames_pb2 as pb  # noqa: E402
 
 # --- servers --------------------------------------------------------------------------------------

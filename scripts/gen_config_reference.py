@@ -42,7 +42,7 @@ except ModuleNotFoundError:  # run from a checkout where wavewire is not install
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
 from wavewire.cli import build_parser
-from wavewire.core import handshake
+from wavewire.core import admission
 from wavewire.core.config import AudioOutConfig, ClientConfig, ServerConfig
 from wavewire.transports import WebsocketServerParams, WebsocketServerTransport
 from wavewire.transports.client import WebsocketClientTransport
@@ -240,9 +240,11 @@ def _escape(text: str) -> str:
 
 
 def render_subject(subject: Subject, fallback: dict[str, str]) -> str:
-    # The core's config modules import the handshake types for type checking only.
-    names = {n: getattr(handshake, n) for n in ("Accept", "HandshakeRequest", "HttpRequest")}
-    names.update(HttpResponse=handshake.HttpResponse, Reject=handshake.Reject)
+    # The core's config modules import the admission types for type checking only.
+    names = {
+        n: getattr(admission, n)
+        for n in ("Accept", "HandshakeRequest", "HttpRequest", "HttpResponse", "Reject")
+    }
     hints = typing.get_type_hints(subject.cls, localns=names)
     comments = field_comments(subject.cls)
     lines = [

@@ -4,6 +4,13 @@ from __future__ import annotations
 
 from wavewire.adapters.anyio_client import ConnectError
 from wavewire.adapters.errors import ConnectionClosed
+from wavewire.core.admission import (
+    Accept,
+    HandshakeRequest,
+    HttpRequest,
+    HttpResponse,
+    Reject,
+)
 from wavewire.core.errors import (
     HandshakeError,
     HandshakeRejected,
@@ -27,7 +34,6 @@ from wavewire.core.frames import (
     TranscriptionFrame,
     TTSStoppedFrame,
 )
-from wavewire.core.handshake import Accept, HandshakeRequest, HttpRequest, HttpResponse, Reject
 from wavewire.core.serializers import (
     FrameSerializer,
     ProtobufFrameSerializer,

@@ -31,6 +31,7 @@ import anyio.abc
 
 from wavewire.adapters.anyio_client import ConnectError
 from wavewire.adapters.errors import ConnectionClosed
+from wavewire.core.admission import Accept, HandshakeRequest, Reject
 from wavewire.core.config import DEFAULT_MAX_MESSAGE_SIZE
 from wavewire.core.errors import HandshakeError
 from wavewire.core.frames import (
@@ -44,7 +45,6 @@ from wavewire.core.frames import (
     TextFrame,
     TTSStoppedFrame,
 )
-from wavewire.core.handshake import Accept, HandshakeRequest, Reject
 from wavewire.core.serializers import ProtobufFrameSerializer, RawFrameSerializer
 from wavewire.core.serializers.base import FrameSerializer
 from wavewire.demo import demo_http_handler, demo_origins, origin_check
@@ -209,6 +209,11 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"largest message accepted, in bytes ({DEFAULT_MAX_MESSAGE_SIZE})",
     )
     serve.add_argument("--compression", action="store_true", help="accept permessage-deflate (off)")
+    serve.add_argument(
+        "--asgi",
+        action="store_true",
+        help="serve under uvicorn through wavewire.asgi (the asgi extra; --backend asyncio)",
+    )
     connect = commands.add_parser(
         "connect",
         help="stream a WAV file to a server, record replies",
@@ -321,7 +326,16 @@ async def serve(args: argparse.Namespace) -> None:
     bound_port = [args.port]
     params = make_params(args, listening_port=lambda: bound_port[0])
     policy = params.client_policy
-    transport = WebsocketServerTransport(params, host=args.host, port=args.port, driver=args.driver)
+    if args.asgi:
+        if args.backend != "asyncio":
+            raise ValueError("--asgi runs only with --backend asyncio (uvicorn)")
+        from wavewire.asgi import AsgiServerTransport  # loaded only for --asgi
+
+        transport: WebsocketServerTransport = AsgiServerTransport(params)
+    else:
+        transport = WebsocketServerTransport(
+            params, host=args.host, port=args.port, driver=args.driver
+        )
     echoes: anyio.abc.TaskGroup | None = None
 
     @transport.event_handler("on_websocket_ready")
@@ -332,7 +346,7 @@ async def serve(args: argparse.Namespace) -> None:
             "listening on %s://%s:%d (policy %s%s)",
             "ws" if args.certfile is None else "wss",
             args.host,
-            transport.port,
+            args.port if args.asgi else transport.port,
             policy,
             mode,
         )
@@ -356,6 +370,29 @@ async def serve(args: argparse.Namespace) -> None:
     def on_timeout(transport: WebsocketServerTransport, client: ClientHandle) -> None:
         logger.info("%s session timeout", _describe(client))
 
+    if args.asgi:
+        from wavewire.asgi import AsgiServerTransport, serve_with_uvicorn
+
+        async def run_echo() -> None:
+            nonlocal echoes
+            async with anyio.create_task_group() as tg:
+                echoes = tg
+                if policy != "multi":
+                    tg.start_soon(echo, transport.input(), transport.output())
+                await anyio.sleep_forever()
+
+        assert isinstance(transport, AsgiServerTransport)
+        # uvicorn handles SIGINT/SIGTERM: it closes the connections, then the lifespan.
+        await serve_with_uvicorn(
+            transport,
+            args.host,
+            args.port,
+            main=run_echo,
+            ssl_certfile=args.certfile,
+            ssl_keyfile=args.keyfile,
+        )
+        logger.info("stopped")
+        return
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with transport, anyio.create_task_group() as tg:
             echoes = tg

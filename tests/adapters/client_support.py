@@ -20,7 +20,7 @@ from wavewire import (
     WebsocketServerTransport,
 )
 from wavewire.cli import echo
-from wavewire.core.handshake import Accept, HandshakeRequest, Reject
+from wavewire.core.protocol.handshake import Accept, HandshakeRequest, Reject
 from wavewire.transports.client import CLIENT_EVENTS
 
 from .support import Recorder, make_params

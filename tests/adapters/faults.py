@@ -15,7 +15,7 @@ from anyio.abc import SocketAttribute
 from wsproto.frame_protocol import Opcode
 
 from wavewire.core.frames import Frame
-from wavewire.core.framing import encode_frame
+from wavewire.core.protocol.framing import encode_frame
 from wavewire.core.serializers.protobuf import ProtobufFrameSerializer
 
 MASK = b"\x37\xfa\x21\x3d"

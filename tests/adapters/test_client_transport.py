@@ -27,7 +27,7 @@ from wavewire import (
     WebsocketServerTransport,
 )
 from wavewire.core.events import DisconnectCause
-from wavewire.core.handshake import HandshakeRequest, Reject
+from wavewire.core.protocol.handshake import HandshakeRequest, Reject
 from wavewire.transports.client import ClientConnection
 from wavewire.transports.server import ClientHandle
 

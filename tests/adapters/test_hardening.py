@@ -25,10 +25,12 @@ from wavewire import (
     WebsocketServerParams,
     WebsocketServerTransport,
 )
+from wavewire.adapters.anyio_server import AnyioServerDriver
+from wavewire.adapters.asyncio_server import AsyncioServerDriver
 from wavewire.core.errors import HandshakeRejected
 from wavewire.core.events import DisconnectCause
 from wavewire.core.frames import Frame
-from wavewire.core.handshake import Accept, HandshakeRequest, Reject
+from wavewire.core.protocol.handshake import Accept, HandshakeRequest, Reject
 from wavewire.core.serializers.protobuf import ProtobufFrameSerializer
 from wavewire.core.server import REPLACED_REASON
 from wavewire.transports.server import ClientHandle, DriverName
@@ -100,7 +102,9 @@ def driver(driver_backend: tuple[DriverName, str]) -> DriverName:
 
 
 def core_connections(transport: WebsocketServerTransport) -> int:
-    return transport._driver_or_raise().protocol.connection_count
+    driver = transport._driver_or_raise()
+    assert isinstance(driver, AnyioServerDriver | AsyncioServerDriver)
+    return driver.protocol.connection_count
 
 
 # --- 1. bursts of reconnects under replace --------------------------------------------------------

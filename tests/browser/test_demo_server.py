@@ -7,13 +7,13 @@ import re
 from pathlib import Path
 
 from wavewire.cli import build_parser, echo_frame, make_params
+from wavewire.core.admission import Accept, HandshakeRequest, HttpRequest, Reject
 from wavewire.core.frames import (
     InputTransportMessageFrame,
     InterruptionFrame,
     OutputTransportMessageFrame,
     OutputTransportMessageUrgentFrame,
 )
-from wavewire.core.handshake import Accept, HandshakeRequest, HttpRequest, Reject
 from wavewire.demo import demo_http_handler, demo_origins, origin_check
 
 DEMO = Path(__file__).resolve().parents[2] / "src" / "wavewire" / "demo"

@@ -28,8 +28,8 @@ from collections.abc import Sequence
 from wavewire.cli import PassthroughSerializer, RawMessage
 from wavewire.core.client import ClientProtocol
 from wavewire.core.config import ClientConfig
-from wavewire.core.connection import State
 from wavewire.core.events import FrameReceived
+from wavewire.core.protocol.connection import State
 
 #: Section 9 sends messages of up to 16 MiB.
 MAX_MESSAGE_SIZE = 16 * 1024 * 1024

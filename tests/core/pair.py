@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 
 from wavewire.core.client import ClientProtocol
 from wavewire.core.config import ClientConfig, ServerConfig
-from wavewire.core.connection import Transmit
 from wavewire.core.events import ClientEvent, ConnectionId, ServerEvent
+from wavewire.core.protocol.connection import Transmit
 from wavewire.core.server import ServerProtocol
 
 FIXED_MASK = b"\x37\xfa\x21\x3d"

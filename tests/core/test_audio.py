@@ -1,4 +1,5 @@
-"""Output audio scheduling (core/audio.py) and WAV headers (core/wav.py), on a synthetic clock.
+"""Output audio scheduling (core/session/audio.py) and WAV headers (core/session/wav.py), on a
+synthetic clock.
 
 Nothing here sleeps: time is whatever ``now`` the test passes. Schedules are checked against
 exact rationals (``Fraction``), so "no drift" means the float error of one addition, not a
@@ -19,7 +20,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from wavewire.core.audio import (
+from wavewire.core.errors import InvalidState
+from wavewire.core.session.audio import (
     TRANSITIONS,
     AudioBufferFull,
     AudioChunk,
@@ -30,8 +32,7 @@ from wavewire.core.audio import (
     OutputState,
     OutputTrigger,
 )
-from wavewire.core.errors import InvalidState
-from wavewire.core.wav import WAV_HEADER_SIZE, wav_chunk, wav_header
+from wavewire.core.session.wav import WAV_HEADER_SIZE, wav_chunk, wav_header
 
 T0 = 1000.25
 RATES = [8000, 16000, 24000, 48000]

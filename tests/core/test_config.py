@@ -8,10 +8,10 @@ from typing import Any
 import pytest
 
 from wavewire.core.config import ClientConfig, ServerConfig
-from wavewire.core.connection import check_close
 from wavewire.core.errors import HandshakeRejected
 from wavewire.core.events import ConnectionId, ConnectionInfo
 from wavewire.core.frames import InputAudioRawFrame, OutputAudioRawFrame
+from wavewire.core.protocol.connection import check_close
 
 
 @pytest.mark.parametrize(

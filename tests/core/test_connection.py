@@ -7,7 +7,6 @@ from wsproto.frame_protocol import Opcode
 
 from wavewire.core.client import ClientProtocol
 from wavewire.core.config import ClientConfig, ServerConfig
-from wavewire.core.connection import State, Transmit
 from wavewire.core.errors import HandshakeTimeout, InvalidState
 from wavewire.core.events import (
     ClientDisconnected,
@@ -20,7 +19,8 @@ from wavewire.core.events import (
     MessageDropped,
 )
 from wavewire.core.frames import TextFrame
-from wavewire.core.framing import apply_mask, encode_frame
+from wavewire.core.protocol.connection import State, Transmit
+from wavewire.core.protocol.framing import apply_mask, encode_frame
 from wavewire.core.serializers.raw import RawFrameSerializer
 from wavewire.core.server import ServerProtocol
 
@@ -481,7 +481,7 @@ def test_eof_while_our_close_is_unanswered_is_1006() -> None:
 def test_ws_connection_guards() -> None:
     from wsproto.events import Ping
 
-    from wavewire.core.framing import WsConnection
+    from wavewire.core.protocol.framing import WsConnection
 
     with pytest.raises(ValueError, match="mask source"):
         WsConnection(client=True, max_message_size=10, max_fragments=1)
@@ -498,7 +498,7 @@ def test_ws_connection_guards() -> None:
 def test_ws_connection_parses_nothing_after_a_close_frame() -> None:
     from wsproto.events import BytesMessage, CloseConnection
 
-    from wavewire.core.framing import WsConnection
+    from wavewire.core.protocol.framing import WsConnection
 
     server = WsConnection(client=False, max_message_size=100, max_fragments=4)
     close = masked(Opcode.CLOSE, (1000).to_bytes(2, "big"))
@@ -515,7 +515,7 @@ def test_ws_connection_parses_nothing_after_a_close_frame() -> None:
 def test_ws_connection_waits_for_a_whole_header() -> None:
     from wsproto.events import BytesMessage
 
-    from wavewire.core.framing import WsConnection
+    from wavewire.core.protocol.framing import WsConnection
 
     server = WsConnection(client=False, max_message_size=100, max_fragments=4)
     frame = masked(Opcode.BINARY, b"split")
@@ -611,7 +611,7 @@ def test_bytes_after_the_end_are_discarded() -> None:
 
 
 def test_violation_right_behind_a_message_fails_after_a_grace() -> None:
-    from wavewire.core.connection import FAILURE_GRACE
+    from wavewire.core.protocol.connection import FAILURE_GRACE
 
     raw = RawServer()
     # Autobahn 3.2: a valid message, then a frame with RSV1 set, then a ping, in one read.

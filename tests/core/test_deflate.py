@@ -13,7 +13,6 @@ from wsproto.frame_protocol import Opcode, RsvBits
 
 from wavewire.core.client import ClientProtocol
 from wavewire.core.config import ClientConfig, ServerConfig
-from wavewire.core.connection import FAILURE_GRACE, State
 from wavewire.core.events import (
     ClientDisconnected,
     Connected,
@@ -22,8 +21,9 @@ from wavewire.core.events import (
     FrameReceived,
 )
 from wavewire.core.frames import Frame
-from wavewire.core.framing import BoundedDeflate, Deflate, encode_frame
-from wavewire.core.handshake import parse_extensions
+from wavewire.core.protocol.connection import FAILURE_GRACE, State
+from wavewire.core.protocol.framing import BoundedDeflate, Deflate, encode_frame
+from wavewire.core.protocol.handshake import parse_extensions
 from wavewire.core.server import ServerProtocol
 
 from .pair import FIXED_MASK, CountingRandom

@@ -12,7 +12,7 @@ from types import ModuleType
 
 import pytest
 
-from wavewire.core.connection import TRANSITIONS, State, Trigger
+from wavewire.core.protocol.connection import TRANSITIONS, State, Trigger
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "gen_state_table.py"

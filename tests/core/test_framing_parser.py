@@ -19,7 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from wsproto.frame_protocol import FrameDecoder, ParseFailed
 
-from wavewire.core.framing import _LimitedFrameDecoder
+from wavewire.core.protocol.framing import _LimitedFrameDecoder
 
 
 def outcome(decoder: FrameDecoder, chunks: list[bytes]) -> list[object]:

@@ -13,7 +13,6 @@ import pytest
 
 from wavewire.core.client import ClientProtocol
 from wavewire.core.config import DEFAULT_MAX_HEAD_SIZE, ClientConfig, ServerConfig
-from wavewire.core.connection import State, Transmit
 from wavewire.core.errors import (
     HandshakeError,
     HandshakeRejected,
@@ -33,7 +32,8 @@ from wavewire.core.events import (
     ServerEvent,
 )
 from wavewire.core.frames import InputTransportMessageFrame
-from wavewire.core.handshake import (
+from wavewire.core.protocol.connection import State, Transmit
+from wavewire.core.protocol.handshake import (
     Accept,
     HandshakeRequest,
     HttpRequest,

@@ -21,7 +21,6 @@ from wsproto.frame_protocol import Opcode
 
 from wavewire.core.client import ClientProtocol
 from wavewire.core.config import AudioOutConfig, ClientConfig, ServerConfig
-from wavewire.core.connection import State, Transmit
 from wavewire.core.errors import InvalidState
 from wavewire.core.events import (
     AudioChunkDropped,
@@ -39,7 +38,8 @@ from wavewire.core.events import (
     SessionTimeout,
 )
 from wavewire.core.frames import Frame, OutputAudioRawFrame, OutputTransportMessageFrame, TextFrame
-from wavewire.core.framing import apply_mask, encode_frame
+from wavewire.core.protocol.connection import State, Transmit
+from wavewire.core.protocol.framing import apply_mask, encode_frame
 from wavewire.core.serializers.raw import RawFrameSerializer
 from wavewire.core.server import REPLACED_REASON, ServerProtocol
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pytest
 
-from wavewire.core.audio import AudioBufferFull
 from wavewire.core.config import AudioOutConfig, ClientConfig, ServerConfig
 from wavewire.core.errors import InvalidState
 from wavewire.core.events import (
@@ -28,6 +27,7 @@ from wavewire.core.frames import (
     OutputTransportMessageUrgentFrame,
     TTSStoppedFrame,
 )
+from wavewire.core.session.audio import AudioBufferFull
 
 from .pair import Link, Network
 
@@ -193,7 +193,7 @@ def test_audio_that_cannot_be_resampled_is_refused() -> None:
 
 
 def test_resampling_without_the_extra_names_it(monkeypatch: pytest.MonkeyPatch) -> None:
-    import wavewire.core.outbound as outbound
+    import wavewire.core.session.outbound as outbound
 
     def missing(in_rate: int, out_rate: int) -> None:
         raise ImportError('pip install "wavewire[telephony]"')

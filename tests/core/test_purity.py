@@ -76,6 +76,7 @@ for name in list(sys.modules):
         del sys.modules[name]
 sys.meta_path.insert(0, Block())
 import wavewire.core.server, wavewire.core.client, wavewire.core.serializers
+import wavewire.core.session.sessions, wavewire.core.link, wavewire.core.admission
 print("ok")
 """
     result = subprocess.run(
@@ -83,3 +84,59 @@ print("ok")
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
+
+
+def _imports(source: str, package: str) -> set[str]:
+    """Absolute module names ``source`` (a module of ``package``) imports, relative ones
+    resolved."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            parts = package.split(".")
+            base = parts[: len(parts) - node.level + 1] if node.level else []
+            names.add(".".join([*base, *([node.module] if node.module else [])]))
+    return names
+
+
+def _core_imports(path: pathlib.Path) -> set[str]:
+    package = ".".join(("wavewire", *path.relative_to(CORE.parent).parent.parts))
+    return _imports(path.read_text(), package)
+
+
+def _layer(name: str) -> list[pathlib.Path]:
+    files = sorted((CORE / name).glob("*.py"))
+    assert len(files) >= 4, f"the {name} layer's sources were not found"
+    return files
+
+
+def test_the_session_layer_never_sees_the_wire() -> None:
+    # The session layer is scanned for purity above (it is under core/), and it imports neither
+    # the protocol layer nor the libraries that parse the wire.
+    offenders = [
+        f"{path.name} imports {name}"
+        for path in _layer("session")
+        for name in _core_imports(path)
+        if name.startswith(("wavewire.core.protocol", "wsproto", "h11"))
+    ]
+    assert offenders == []
+    assert CORE / "session" / "sessions.py" in _core_sources()
+
+
+def test_the_protocol_layer_knows_nothing_of_sessions() -> None:
+    offenders = [
+        f"{path.name} imports {name}"
+        for path in _layer("protocol")
+        for name in _core_imports(path)
+        if name.startswith(("wavewire.core.session", "wavewire.core.server"))
+    ]
+    assert offenders == []
+
+
+def test_layer_scan_catches_a_crossing() -> None:
+    # The import walk must be able to see a crossing, relative or absolute.
+    planted = "from ..protocol.connection import Connection\nimport wsproto\nfrom . import audio\n"
+    names = _imports(planted, "wavewire.core.session")
+    assert names == {"wavewire.core.protocol.connection", "wsproto", "wavewire.core.session"}
+    assert "wavewire.core.session.outbound" in _core_imports(CORE / "session" / "sessions.py")

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import pytest
 
-from wavewire.core.audio import AudioBufferFull, AudioChunk, AudioOutput, EncodedChunk, Message
 from wavewire.core.config import AudioOutConfig, ClientConfig, ServerConfig
 from wavewire.core.errors import InvalidState
 from wavewire.core.events import AudioInterrupted, ConnectionId, FrameReceived
@@ -22,7 +21,14 @@ from wavewire.core.frames import (
     TextFrame,
 )
 from wavewire.core.serializers.protobuf import ProtobufFrameSerializer
-from wavewire.core.wav import wav_chunk, wav_samples
+from wavewire.core.session.audio import (
+    AudioBufferFull,
+    AudioChunk,
+    AudioOutput,
+    EncodedChunk,
+    Message,
+)
+from wavewire.core.session.wav import wav_chunk, wav_samples
 
 from .pair import Network
 

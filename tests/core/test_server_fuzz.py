@@ -34,7 +34,6 @@ from hypothesis.stateful import (
 
 from wavewire.core.client import ClientProtocol
 from wavewire.core.config import ClientConfig, ClientPolicy, ServerConfig
-from wavewire.core.connection import State, Transmit
 from wavewire.core.errors import InvalidState
 from wavewire.core.events import (
     ClientConnected,
@@ -61,7 +60,14 @@ from wavewire.core.frames import (
     InterruptionFrame,
     TextFrame,
 )
-from wavewire.core.handshake import Accept, HandshakeRequest, HttpRequest, HttpResponse, Reject
+from wavewire.core.protocol.connection import State, Transmit
+from wavewire.core.protocol.handshake import (
+    Accept,
+    HandshakeRequest,
+    HttpRequest,
+    HttpResponse,
+    Reject,
+)
 from wavewire.core.serializers.base import SerializationError
 from wavewire.core.server import REJECTED_CODE, REJECTED_REASON, REPLACED_REASON, ServerProtocol
 

@@ -40,7 +40,6 @@ from wavewire.core.frames import (
     OutputTransportMessageUrgentFrame,
     TTSStoppedFrame,
 )
-from wavewire.core.outbound import Outbound
 from wavewire.core.serializers import (
     ExotelFrameSerializer,
     PlivoFrameSerializer,
@@ -53,6 +52,7 @@ from wavewire.core.serializers import (
 from wavewire.core.serializers import _codecs as codecs
 from wavewire.core.serializers._telephony import TelephonySerializer
 from wavewire.core.serializers.base import session_serializer
+from wavewire.core.session.outbound import Outbound
 
 
 def pcm(*samples: int) -> bytes:

@@ -799,7 +799,7 @@ def test_dtmf_frame_validates() -> None:
 
 
 def test_interruption_through_the_core_outbound() -> None:
-    from wavewire.core.outbound import Outbound
+    from wavewire.core.session.outbound import Outbound
 
     outbound = Outbound(session_serializer(TwilioFrameSerializer("MZ9", sample_rate=8000)), None)
     messages, taken = outbound.send(InterruptionFrame(), 0.0)

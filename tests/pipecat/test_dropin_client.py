@@ -29,7 +29,7 @@ from pipecat.transports.websocket.server import (
     SingleClientWebsocketServerTransport as PipecatServerTransport,
 )
 
-from wavewire.core.wav import wav_chunk
+from wavewire.core.session.wav import wav_chunk
 from wavewire.pipecat import (
     WebsocketClientConnection,
     WebsocketClientParams,

@@ -15,12 +15,12 @@ import pytest
 from pipecat.frames.frames import InterruptionFrame, OutputAudioRawFrame
 from pipecat.serializers.protobuf import ProtobufFrameSerializer as PipecatProtobuf
 
-from wavewire.core.audio import AudioBufferFull
 from wavewire.core.config import AudioOutConfig
 from wavewire.core.frames import Frame, InputAudioRawFrame, SerializedAudioFrame
 from wavewire.core.frames import OutputAudioRawFrame as CoreOutputAudio
-from wavewire.core.outbound import Outbound
 from wavewire.core.serializers.protobuf import ProtobufFrameSerializer as CoreProtobuf
+from wavewire.core.session.audio import AudioBufferFull
+from wavewire.core.session.outbound import Outbound
 from wavewire.pipecat import SingleClientWebsocketServerParams, SingleClientWebsocketServerTransport
 from wavewire.pipecat._wire import WireSerializer
 from wavewire.pipecat.server import SingleClientWebsocketServerOutputTransport

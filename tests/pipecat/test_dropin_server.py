@@ -40,6 +40,7 @@ from pipecat.transports.websocket.client import (
     WebsocketClientTransport as PipecatClientTransport,
 )
 
+from wavewire.core.admission import Accept, HandshakeRequest, Reject
 from wavewire.core.events import DisconnectCause
 from wavewire.core.frames import Frame as CoreFrame
 from wavewire.core.frames import InputAudioRawFrame as CoreInputAudio
@@ -47,10 +48,9 @@ from wavewire.core.frames import InputTransportMessageFrame as CoreInputMessage
 from wavewire.core.frames import InterruptionFrame as CoreInterruption
 from wavewire.core.frames import OutputAudioRawFrame as CoreOutputAudio
 from wavewire.core.frames import OutputTransportMessageFrame as CoreOutputMessage
-from wavewire.core.handshake import Accept, HandshakeRequest, Reject
 from wavewire.core.serializers._codecs import decode, encode
 from wavewire.core.serializers.protobuf import ProtobufFrameSerializer as CoreProtobuf
-from wavewire.core.wav import wav_chunk
+from wavewire.core.session.wav import wav_chunk
 from wavewire.pipecat import (
     SingleClientWebsocketServerParams,
     SingleClientWebsocketServerTransport,

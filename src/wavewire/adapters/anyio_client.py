@@ -34,7 +34,6 @@ from wavewire.adapters.outbox import WRITE_ERRORS, Outbox
 from wavewire.adapters.timer import DeadlineTimer
 from wavewire.core.client import ClientProtocol
 from wavewire.core.config import ClientConfig
-from wavewire.core.connection import State
 from wavewire.core.errors import HandshakeTimeout, InvalidState, WavewireError
 from wavewire.core.events import (
     ClientEvent,
@@ -44,7 +43,8 @@ from wavewire.core.events import (
     FrameReceived,
 )
 from wavewire.core.frames import Frame
-from wavewire.core.handshake import WebSocketURI
+from wavewire.core.protocol.connection import State
+from wavewire.core.protocol.handshake import WebSocketURI
 
 __all__ = ["AnyioClientDriver", "ClientEventSink", "ConnectError"]
 

@@ -17,7 +17,7 @@ import anyio
 import anyio.abc
 import anyio.lowlevel
 
-from wavewire.core.connection import Transmit
+from wavewire.core.protocol.connection import Transmit
 
 __all__ = ["Outbox"]
 

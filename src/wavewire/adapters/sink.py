@@ -69,8 +69,6 @@ class ServerDriver(Protocol):
     ``ConnectionClosed`` is the only exception a send raises for a connection that is gone.
     """
 
-    protocol: ServerProtocol
-
     @property
     def local_address(self) -> tuple[str, int]:
         """The bound (host, port) of the first listening socket."""

@@ -8,17 +8,7 @@ never reads one itself), then send ``data_to_send()`` on a fresh TCP connection 
 
 from __future__ import annotations
 
-from .audio import AudioStats
 from .config import ClientConfig
-from .connection import (
-    Connection,
-    Ended,
-    HandshakeDone,
-    MessageIn,
-    Opened,
-    State,
-    Transmit,
-)
 from .errors import HandshakeError, InvalidState
 from .events import (
     ClientEvent,
@@ -30,11 +20,21 @@ from .events import (
     MessageDropped,
 )
 from .frames import Frame
-from .framing import MaskSource
-from .handshake import ClientHandshake, HandshakeAccepted, WebSocketURI, parse_uri
-from .inbound import deserialize_message
-from .outbound import Outbound
+from .protocol.connection import (
+    Connection,
+    Ended,
+    HandshakeDone,
+    MessageIn,
+    Opened,
+    State,
+    Transmit,
+)
+from .protocol.framing import MaskSource
+from .protocol.handshake import ClientHandshake, HandshakeAccepted, WebSocketURI, parse_uri
 from .serializers.base import session_serializer
+from .session.audio import AudioStats
+from .session.inbound import deserialize_message
+from .session.outbound import Outbound
 
 __all__ = ["ClientProtocol"]
 
@@ -88,7 +88,8 @@ class ClientProtocol:
     # --- commands ----------------------------------------------------------------------------
 
     def send_frame(self, frame: Frame, now: float) -> bool:
-        """Send ``frame``, through audio pacing if ``audio_out`` is set (``core/outbound.py``).
+        """Send ``frame``, through audio pacing if ``audio_out`` is set
+        (``core/session/outbound.py``).
 
         False if the serializer has no message for this frame kind. ``InvalidState`` unless
         connected; ``ValueError`` for audio in another format than the output's;

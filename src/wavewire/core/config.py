@@ -9,14 +9,13 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
-from .audio import AudioOutput
+from .admission import Accept, HandshakeRequest, HttpRequest, HttpResponse, Reject
+from .headers import _check_header_value, check_headers
 from .serializers.base import FrameSerializer
 from .serializers.protobuf import ProtobufFrameSerializer
-
-if TYPE_CHECKING:
-    from .handshake import Accept, HandshakeRequest, HttpRequest, HttpResponse, Reject
+from .session.audio import AudioOutput
 
 __all__ = ["AudioOutConfig", "ClientConfig", "ClientPolicy", "ServerConfig"]
 
@@ -52,42 +51,9 @@ def _check_count(name: str, value: object, *, minimum: int = 1, allow_none: bool
         raise ValueError(f"{name} must be an int >= {minimum}{qualifier}")
 
 
-#: RFC 9110 5.6.2 token characters: what a header name may be made of.
-_TOKEN_CHARS = frozenset(
-    "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
-)
-
-
-def _check_header_value(name: str, value: object) -> None:
-    if not isinstance(value, str):
-        raise TypeError(f"header {name!r} must be a str, got {type(value).__name__}")
-    # A CR or LF would let a caller inject headers or split the request (websockets 16.1).
-    if "\r" in value or "\n" in value or "\0" in value:
-        raise ValueError(f"header {name!r} has a CR, LF or NUL in its value; refusing to send it")
-    # h11 sends ASCII only; other control characters are invalid field values (RFC 9110 5.5).
-    if any(not (" " <= c <= "~" or c == "\t") for c in value):
-        raise ValueError(f"header {name!r} must be printable ASCII (percent-encode other text)")
-
-
-def _check_header_name(name: object) -> None:
-    if not isinstance(name, str):
-        raise TypeError(f"header name must be a str, got {type(name).__name__}")
-    if not name or not _TOKEN_CHARS.issuperset(name):
-        raise ValueError(f"invalid header name {name!r}")
-
-
-def check_headers(headers: Sequence[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
-    """Validate header pairs the caller wants sent; return them as a tuple."""
-    checked = tuple((name, value) for name, value in headers)
-    for name, value in checked:
-        _check_header_name(name)
-        _check_header_value(name, value)
-    return checked
-
-
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AudioOutConfig:
-    """Output audio: its format and pacing (see ``core/audio.py``), validated on creation."""
+    """Output audio: its format and pacing (``core/session/audio.py``), validated on creation."""
 
     sample_rate: int = 24000
     num_channels: int = 1

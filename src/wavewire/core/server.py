@@ -1,18 +1,16 @@
-"""The server core: every TCP connection, the sessions adopted from them, and the client policy.
+"""The server core: ``ServerProtocol``, wavewire's own wire composed with the session layer.
 
-A *session* is the unit: each connection that completes its handshake may be adopted as a
-session, with its own session timer, serializer calls and drop counter. The client policy is a
-rule applied at the moment of adoption, on top of that:
+Two layers meet here through the ``Link`` seam (``core/link.py``):
 
-* ``replace`` (default): the current session is detached at once -- ``ClientDisconnected(old)``
-  then ``ClientConnected(new)`` in the same step -- its unsent output is dropped and it gets a
-  close frame 1000 "replaced by a newer connection" (1000, not 1001, so that a client with
-  reconnect logic does not fight the newcomer), whose handshake finishes in the background,
-  bounded by ``close_timeout``. Nothing the old connection does afterwards reaches the
-  application.
-* ``reject``: the newcomer gets close code 1013 (try again later) and is never adopted; the
-  current session is untouched.
-* ``multi``: every newcomer is adopted; nothing is replaced.
+* the protocol layer (``core/protocol/``): one ``Connection`` per TCP connection -- the h11
+  handshake (admission by ``core/admission.py``), wsproto framing, keepalive, the close
+  handshake, open/close timeouts -- turning bytes into link events and link commands into bytes;
+* the session layer (``core/session/sessions.py``, ``Sessions``): adoption, the client policy
+  (``replace``/``reject``/``multi``), session timers, paced output, inbound deserialization.
+
+``ServerProtocol`` owns the connections, reports their ``Opened``/``MessageIn``/``Ended`` to the
+sessions, collects the bytes the sessions' commands produced, and merges both layers' timers
+into one ``next_deadline``. ``HandshakeFailed`` (a connection that never opened) is its own.
 
 Usage by an adapter: ``connection_made(now)`` for each accepted socket, then feed
 ``receive_data``/``receive_eof``/``connection_lost``/``handle_timer``; after *every* call,
@@ -24,54 +22,24 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from dataclasses import dataclass
 
-from .audio import AudioStats
 from .config import ServerConfig
-from .connection import (
-    Connection,
-    Ended,
-    HandshakeDone,
-    LowEvent,
-    MessageIn,
-    Opened,
-    State,
-    Transmit,
-    check_close,
-)
 from .errors import InvalidState
 from .events import (
-    ClientConnected,
-    ClientDisconnected,
-    ClientRejected,
     ConnectionId,
     ConnectionInfo,
     DisconnectCause,
     HandshakeFailed,
-    MessageDropped,
     ServerEvent,
-    SessionTimeout,
 )
 from .frames import Frame
-from .handshake import ServerHandshake, Upgraded
-from .inbound import deserialize_message
-from .outbound import Outbound
-from .serializers.base import session_serializer
+from .link import Ended, MessageIn, Opened
+from .protocol.connection import Connection, HandshakeDone, LowEvent, State, Transmit, check_close
+from .protocol.handshake import ServerHandshake, Upgraded
+from .session.audio import AudioStats
+from .session.sessions import REJECTED_CODE, REJECTED_REASON, REPLACED_REASON, Sessions
 
-__all__ = ["ServerProtocol"]
-
-#: Reason sent in the close frame of a replaced client.
-REPLACED_REASON = "replaced by a newer connection"
-#: Close code and reason for a newcomer refused under policy ``reject`` (RFC 6455 7.4.1).
-REJECTED_CODE, REJECTED_REASON = 1013, "another client is connected"
-
-
-@dataclass(slots=True)
-class _Session:
-    info: ConnectionInfo
-    timeout_at: float | None
-    outbound: Outbound
-    dropped: int = 0
+__all__ = ["REJECTED_CODE", "REJECTED_REASON", "REPLACED_REASON", "ServerProtocol"]
 
 
 class ServerProtocol:
@@ -81,14 +49,13 @@ class ServerProtocol:
         self.config = config if config is not None else ServerConfig()
         self._next_id = 1
         self._connections: dict[ConnectionId, Connection] = {}
-        self._sessions: dict[ConnectionId, _Session] = {}
         self._events: list[ServerEvent] = []
+        self._sessions = Sessions(self.config, self._events)
         # Connections with output or events to collect, in the order they got them.
         self._touched: dict[ConnectionId, None] = {}
         self._shutting_down = False
-        # Timers: one entry per connection id for the earliest of its connection's, its session's
-        # and its audio's deadlines, in a heap invalidated lazily, so that next_deadline() and
-        # handle_timer() cost O(log n) rather than a scan of every connection.
+        # The connections' own timers (open, keepalive, close), one heap entry per connection,
+        # invalidated lazily; the sessions keep theirs.
         self._timers: list[tuple[float, int, ConnectionId]] = []
         self._scheduled: dict[ConnectionId, float] = {}
         self._tiebreak = itertools.count()
@@ -131,9 +98,15 @@ class ServerProtocol:
     def handle_timer(self, now: float) -> None:
         """Fire every deadline at or before ``now``; harmless to call early or often."""
         while (deadline := self.next_deadline()) is not None and now >= deadline:
+            if self._sessions.next_deadline() == deadline:
+                self._sessions.handle_timer(now)
+                self._settle_touched(now)
+                continue
             _, _, connection_id = heapq.heappop(self._timers)
             del self._scheduled[connection_id]
-            self._fire(connection_id, now)
+            connection = self._connections[connection_id]
+            connection.handle_timer(now)
+            self._settle(connection, now)
 
     # --- application commands ----------------------------------------------------------------
 
@@ -143,31 +116,29 @@ class ServerProtocol:
         Returns False if the serializer has no message for this frame kind. Raises
         ``InvalidState`` if the connection is not an open session, ``ValueError`` for audio the
         output cannot take, ``AudioBufferFull`` when the session's audio queue is full (wait
-        for ``audio_writable``). See ``core/outbound.py`` for each frame kind.
+        for ``audio_writable``). See ``core/session/outbound.py`` for each frame kind.
         """
-        connection = self._open_session(connection_id)
-        session = self._sessions[connection_id]
-        messages, taken = session.outbound.send(frame, now)
-        self._write(session, connection, messages, now)
+        self._lookup(connection_id)
+        taken = self._sessions.send_frame(connection_id, frame, now)
+        self._settle_touched(now)
         return taken
 
     def audio_stats(self, connection_id: ConnectionId) -> AudioStats | None:
         """The session's output audio counters (underruns, stalls, drops), or None without
         ``audio_out``. ``InvalidState`` if the connection is not a session."""
-        connection = self._lookup(connection_id)
-        if connection is None or connection_id not in self._sessions:
-            raise InvalidState(f"connection {connection_id} is not a connected client")
-        return self._sessions[connection_id].outbound.stats
+        self._lookup(connection_id)
+        return self._sessions.audio_stats(connection_id)
 
     def audio_writable(self, connection_id: ConnectionId) -> bool:
         """Whether the session's audio queue would accept audio now."""
-        self._open_session(connection_id)
-        return self._sessions[connection_id].outbound.writable
+        self._lookup(connection_id)
+        return self._sessions.audio_writable(connection_id)
 
     def send_message(self, connection_id: ConnectionId, data: bytes | str) -> None:
         """Queue one raw message (binary for bytes, text for str) for the session."""
-        self._open_session(connection_id).send_message(data)
-        self._touched[connection_id] = None
+        self._lookup(connection_id)
+        self._sessions.send_message(connection_id, data)
+        self._settle_touched(None)
 
     def close(
         self, connection_id: ConnectionId, now: float, code: int = 1000, reason: str = ""
@@ -178,24 +149,23 @@ class ServerProtocol:
         server never issued.
         """
         check_close(code, reason)
-        connection = self._lookup(connection_id)
-        if connection is not None and connection_id in self._sessions:
-            connection.close(code, reason, now)
-            self._settle(connection, now)
+        self._lookup(connection_id)
+        self._sessions.close(connection_id, now, code, reason)
+        self._settle_touched(now)
 
     def shutdown(self, now: float, code: int = 1001, reason: str = "server shutting down") -> None:
         """Close every connection: sessions get ``code``, handshakes in progress are aborted,
         and connections made from now on are refused at once."""
         check_close(code, reason)
         self._shutting_down = True
+        self._sessions.shutdown(now, code, reason)
+        self._settle_touched(now)
         for connection in list(self._connections.values()):
             if connection.state is State.CONNECTING:
                 connection.abort(now, "server shutting down")
-            else:
+            else:  # a rejected or replaced connection still closing: idempotent
                 connection.close(code, reason, now, cause=DisconnectCause.SHUTDOWN)
             self._settle(connection, now)
-        for session in self._sessions.values():
-            session.timeout_at = None
 
     # --- outputs -----------------------------------------------------------------------------
 
@@ -215,22 +185,24 @@ class ServerProtocol:
 
     def events_received(self) -> list[ServerEvent]:
         """Events since the last call, in order."""
-        events, self._events = self._events, []
+        events = list(self._events)
+        self._events.clear()  # in place: the sessions append to this same list
         return events
 
     def next_deadline(self) -> float | None:
         """The earliest time at which ``handle_timer`` has something to do, or None."""
+        deadline = self._sessions.next_deadline()
         while self._timers:
-            deadline, _, connection_id = self._timers[0]
-            if self._scheduled.get(connection_id) == deadline:
-                return deadline
+            earliest, _, connection_id = self._timers[0]
+            if self._scheduled.get(connection_id) == earliest:
+                return earliest if deadline is None else min(earliest, deadline)
             heapq.heappop(self._timers)  # stale: rescheduled, fired, or its owner is gone
-        return None
+        return deadline
 
     @property
     def clients(self) -> tuple[ConnectionInfo, ...]:
         """The adopted sessions, oldest first."""
-        return tuple(session.info for session in self._sessions.values())
+        return self._sessions.clients
 
     @property
     def connection_count(self) -> int:
@@ -245,93 +217,52 @@ class ServerProtocol:
         # A finished connection's late input (or a late command for it) is discarded.
         return self._connections.get(connection_id)
 
-    def _open_session(self, connection_id: ConnectionId) -> Connection:
-        connection = self._lookup(connection_id)
-        if connection is None or connection_id not in self._sessions:
-            raise InvalidState(f"connection {connection_id} is not a connected client")
-        if connection.state is not State.OPEN:
-            raise InvalidState(f"cannot send on a connection that is {connection.state.value}")
-        return connection
-
-    def _settle(self, connection: Connection, now: float) -> None:
-        """Apply a connection's low-level events now, inside the call that caused them."""
+    def _settle(self, connection: Connection, now: float | None) -> None:
+        """Apply a connection's link events now, inside the call that caused them."""
         self._touched[connection.id] = None
         # Handling an event can make the connection emit more (a rejected newcomer closed at
         # once ends at once): drain until nothing is left.
         while events := connection.take_events():
             for event in events:
                 self._on_event(connection, event, now)
-        self._schedule(connection.id)
+        self._sessions.reschedule(connection.id)
+        self._schedule(connection)
+        self._settle_touched(now)
 
-    def _schedule(self, connection_id: ConnectionId) -> None:
-        """(Re)arm the one timer entry of ``connection_id`` after anything that may move it."""
-        deadlines = []
-        connection = self._connections.get(connection_id)
-        if connection is not None and (deadline := connection.next_deadline()) is not None:
-            deadlines.append(deadline)
-        session = self._sessions.get(connection_id)
-        if session is not None:
-            if session.timeout_at is not None:
-                deadlines.append(session.timeout_at)
-            # Output is paced only while open: a closing session's queued audio is never sent.
-            if (
-                connection is not None
-                and connection.state is State.OPEN
-                and (deadline := session.outbound.next_deadline()) is not None
-            ):
-                deadlines.append(deadline)
-        if not deadlines:
-            self._scheduled.pop(connection_id, None)
-        elif self._scheduled.get(connection_id) != (earliest := min(deadlines)):
-            self._scheduled[connection_id] = earliest
-            heapq.heappush(self._timers, (earliest, next(self._tiebreak), connection_id))
+    def _settle_touched(self, now: float | None) -> None:
+        """Collect what the sessions' commands did to their connections."""
+        for link in self._sessions.take_touched():
+            # A session's connection is forgotten only by data_to_send, never within a call.
+            self._settle(self._connections[link.id], now)
 
-    def _fire(self, connection_id: ConnectionId, now: float) -> None:
-        """Run whatever of this connection's timers is due; each moves its deadline past now."""
-        connection = self._connections[connection_id]
-        session = self._sessions.get(connection_id)
-        if session is not None:
-            if session.timeout_at is not None and now >= session.timeout_at:
-                session.timeout_at = None
-                self._events.append(SessionTimeout(connection=session.info))
-            deadline = session.outbound.next_deadline()
-            if deadline is not None and now >= deadline and connection.state is State.OPEN:
-                self._write(session, connection, session.outbound.take_due(now), now)
+    def _schedule(self, connection: Connection) -> None:
+        """(Re)arm the one timer entry of ``connection`` after anything that may move it."""
+        connection_id = connection.id
         deadline = connection.next_deadline()
-        if deadline is not None and now >= deadline:
-            connection.handle_timer(now)
-        self._settle(connection, now)
+        if deadline is None:
+            self._scheduled.pop(connection_id, None)
+        elif self._scheduled.get(connection_id) != deadline:
+            self._scheduled[connection_id] = deadline
+            heapq.heappush(self._timers, (deadline, next(self._tiebreak), connection_id))
 
-    def _write(
-        self, session: _Session, connection: Connection, messages: list[bytes | str], now: float
-    ) -> None:
-        """Queue a session's outbound messages; close it once its output has finished."""
-        self._events += session.outbound.take_events(session.info)
-        for data in messages:
-            connection.send_message(data)
-        if session.outbound.finished and connection.state is State.OPEN:
-            # EndFrame drained (close after the last chunk) or CancelFrame (drop and close now).
-            connection.close(1000, "", now, drop_pending=session.outbound.cancelled)
-        self._settle(connection, now)
-
-    def _on_event(self, connection: Connection, event: LowEvent, now: float) -> None:
-        session = self._sessions.get(connection.id)
+    def _on_event(self, connection: Connection, event: LowEvent, now: float | None) -> None:
         if isinstance(event, Opened):
-            self._adopt(connection, now)
+            assert now is not None, "a connection opens on input, which comes with the time"
+            upgrade = connection.upgrade
+            assert isinstance(upgrade, Upgraded)
+            request = upgrade.request
+            info = ConnectionInfo(
+                id=connection.id,
+                remote=request.remote,
+                path=request.path,
+                headers=request.headers,
+                subprotocol=upgrade.subprotocol,
+            )
+            self._sessions.adopt(connection, info, now)
         elif isinstance(event, MessageIn):
-            if session is not None:  # a detached or rejected connection's messages are dropped
-                self._deliver(session, event.data)
+            self._sessions.receive(connection.id, event.data)
         elif isinstance(event, Ended):
-            if session is not None:
-                del self._sessions[connection.id]
-                self._events.append(
-                    ClientDisconnected(
-                        connection=session.info,
-                        code=event.code,
-                        reason=event.reason,
-                        cause=event.cause,
-                    )
-                )
+            self._sessions.end(connection.id, event)
         else:
             assert isinstance(event, HandshakeDone)
             if event.failed:
@@ -342,52 +273,3 @@ class ServerProtocol:
                         detail=event.detail,
                     )
                 )
-
-    def _adopt(self, connection: Connection, now: float) -> None:
-        upgrade = connection.upgrade
-        assert isinstance(upgrade, Upgraded)
-        request = upgrade.request
-        info = ConnectionInfo(
-            id=connection.id,
-            remote=request.remote,
-            path=request.path,
-            headers=request.headers,
-            subprotocol=upgrade.subprotocol,
-        )
-        policy = self.config.client_policy
-        if self._sessions and policy == "reject":
-            connection.close(REJECTED_CODE, REJECTED_REASON, now)
-            self._events.append(ClientRejected(connection=info))
-            return
-        if policy == "replace":
-            for old_id, old in list(self._sessions.items()):
-                self._detach(old_id, old, now)
-        timeout = self.config.session_timeout
-        # The session timer starts at adoption, for every session (Pipecat arms it once, ever).
-        outbound = Outbound(session_serializer(self.config.serializer), self.config.audio_out)
-        self._sessions[connection.id] = _Session(
-            info, None if timeout is None else now + timeout, outbound
-        )
-        self._events.append(ClientConnected(connection=info))
-
-    def _detach(self, connection_id: ConnectionId, session: _Session, now: float) -> None:
-        del self._sessions[connection_id]
-        self._events.append(
-            ClientDisconnected(
-                connection=session.info,
-                code=1000,
-                reason=REPLACED_REASON,
-                cause=DisconnectCause.REPLACED,
-            )
-        )
-        old = self._connections[connection_id]
-        old.close(1000, REPLACED_REASON, now, drop_pending=True)
-        self._settle(old, now)
-
-    def _deliver(self, session: _Session, data: bytes | str) -> None:
-        serializer = session.outbound.serializer
-        event = deserialize_message(serializer, session.info, data, session.dropped)
-        if isinstance(event, MessageDropped):
-            session.dropped = event.dropped_total
-        if event is not None:
-            self._events.append(event)

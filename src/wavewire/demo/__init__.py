@@ -18,7 +18,7 @@ import json
 from collections.abc import Callable, Iterable
 from importlib import resources
 
-from wavewire.core.handshake import Accept, HandshakeRequest, HttpRequest, HttpResponse, Reject
+from wavewire.core.admission import Accept, HandshakeRequest, HttpRequest, HttpResponse, Reject
 
 __all__ = ["demo_http_handler", "demo_origins", "origin_check"]
 

@@ -44,7 +44,7 @@ from wavewire.core.frames import CancelFrame as CoreCancelFrame
 from wavewire.core.frames import EndFrame as CoreEndFrame
 from wavewire.core.frames import Frame as CoreFrame
 from wavewire.core.frames import SerializedAudioFrame
-from wavewire.core.wav import wav_chunk
+from wavewire.core.session.wav import wav_chunk
 from wavewire.pipecat._wire import PipecatCodec, WireInterruption, WireMessage, WireUrgentMessage
 
 __all__ = ["Link", "PacedOutput", "chunk_seconds"]

@@ -45,7 +45,7 @@ from wavewire.adapters.anyio_client import ConnectError
 from wavewire.core.config import DEFAULT_MAX_MESSAGE_SIZE
 from wavewire.core.errors import HandshakeError
 from wavewire.core.frames import Frame as CoreFrame
-from wavewire.core.wav import wav_samples
+from wavewire.core.session.wav import wav_samples
 from wavewire.pipecat._output import Link, PacedOutput, chunk_seconds
 from wavewire.pipecat._wire import PipecatCodec, ReceivedMessage, WireSerializer
 from wavewire.transports.client import ClientConnection

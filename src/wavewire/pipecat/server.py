@@ -56,10 +56,10 @@ from pipecat.transports.websocket.server import (
 )
 
 from wavewire.adapters.errors import ConnectionClosed
+from wavewire.core.admission import Accept, HandshakeRequest, HttpRequest, HttpResponse, Reject
 from wavewire.core.config import DEFAULT_MAX_MESSAGE_SIZE
 from wavewire.core.frames import Frame as CoreFrame
-from wavewire.core.handshake import Accept, HandshakeRequest, HttpRequest, HttpResponse, Reject
-from wavewire.core.wav import wav_samples
+from wavewire.core.session.wav import wav_samples
 from wavewire.pipecat._output import Link, PacedOutput, chunk_seconds
 from wavewire.pipecat._wire import PipecatCodec, ReceivedMessage, WireSerializer
 from wavewire.transports.params import WebsocketServerParams as _WavewireServerParams

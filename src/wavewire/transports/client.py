@@ -58,7 +58,6 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from wavewire.adapters.anyio_client import AnyioClientDriver, ConnectError
 from wavewire.adapters.errors import ConnectionClosed
-from wavewire.core.audio import AudioBufferFull
 from wavewire.core.errors import HandshakeError
 from wavewire.core.events import (
     AudioInterrupted,
@@ -69,7 +68,8 @@ from wavewire.core.events import (
     MessageDropped,
 )
 from wavewire.core.frames import CancelFrame, EndFrame, Frame
-from wavewire.core.handshake import parse_uri
+from wavewire.core.protocol.handshake import parse_uri
+from wavewire.core.session.audio import AudioBufferFull
 from wavewire.transports.events import EventHandlers
 from wavewire.transports.params import ReconnectPolicy, WebsocketClientParams
 from wavewire.transports.streams import AudioInputGate, FrameInput, FrameOutput, check_output

@@ -9,7 +9,13 @@ import ssl
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from wavewire.core.audio import AudioOutput
+from wavewire.core.admission import (
+    Accept,
+    HandshakeRequest,
+    HttpRequest,
+    HttpResponse,
+    Reject,
+)
 from wavewire.core.config import (
     DEFAULT_MAX_MESSAGE_SIZE,
     AudioOutConfig,
@@ -20,9 +26,9 @@ from wavewire.core.config import (
     _check_positive,
 )
 from wavewire.core.errors import HandshakeRejected
-from wavewire.core.handshake import Accept, HandshakeRequest, HttpRequest, HttpResponse, Reject
 from wavewire.core.serializers.base import FrameSerializer
 from wavewire.core.serializers.protobuf import ProtobufFrameSerializer
+from wavewire.core.session.audio import AudioOutput
 
 __all__ = [
     "ReconnectPolicy",
@@ -42,8 +48,8 @@ class TransportParams:
 
     Input: received audio reaches ``input()`` only with ``audio_in_enabled``. Output: with
     ``audio_out_enabled``, audio sent through ``output()`` is cut into chunks of
-    ``audio_out_10ms_chunks`` x 10 ms and paced at real time by the core (``core/audio.py``);
-    without it, sending audio is a ``ValueError``.
+    ``audio_out_10ms_chunks`` x 10 ms and paced at real time by the core
+    (``core/session/audio.py``); without it, sending audio is a ``ValueError``.
     """
 
     #: Received audio reaches ``input()`` (otherwise it is dropped).

@@ -16,8 +16,8 @@ and transports (``loop.create_server``), runs only under asyncio and does less w
 Both implement ``wavewire.adapters.sink.ServerDriver``.
 
 Audio. With ``audio_out_enabled``, the core cuts output audio into chunks and sends each at its
-real-time place (``core/audio.py``); ``output().send()`` waits while the client's queue holds
-``audio_out_max_queued_secs`` of audio (backpressure), and sending audio without it is a
+real-time place (``core/session/audio.py``); ``output().send()`` waits while the client's queue
+holds ``audio_out_max_queued_secs`` of audio (backpressure), and sending audio without it is a
 ``ValueError``. ``InterruptionFrame`` drops the queued audio at once and is sent ahead of
 everything: ``on_audio_interrupted(transport, client, dropped_ms)`` says how much was dropped
 (also logged at debug, and kept in ``client.audio_interrupted_ms``). ``EndFrame`` plays out the
@@ -47,7 +47,6 @@ from wavewire.adapters.anyio_server import listen_anyio
 from wavewire.adapters.asyncio_server import listen_asyncio
 from wavewire.adapters.errors import ConnectionClosed
 from wavewire.adapters.sink import DriverFactory, ListenOptions, ServerDriver
-from wavewire.core.audio import AudioBufferFull
 from wavewire.core.events import (
     AudioInterrupted,
     ClientConnected,
@@ -64,6 +63,7 @@ from wavewire.core.events import (
 )
 from wavewire.core.frames import CancelFrame, EndFrame, Frame
 from wavewire.core.server import ServerProtocol
+from wavewire.core.session.audio import AudioBufferFull
 from wavewire.transports.events import EventHandlers
 from wavewire.transports.params import WebsocketServerParams
 from wavewire.transports.streams import AudioInputGate, FrameInput, FrameOutput, check_output
@@ -241,7 +241,7 @@ class WebsocketServerTransport:
             high_water=self.params.max_output_buffer,
             write_timeout=self.params.write_timeout,
         )
-        driver = await DRIVERS[self.driver](ServerProtocol(self._config), self, options)
+        driver = await self._start_driver(options)
         async with AsyncExitStack() as stack:
             stack.push_async_callback(driver.aclose)
             self._inbox_send, self._inbox_receive = anyio.create_memory_object_stream[Frame](
@@ -257,6 +257,11 @@ class WebsocketServerTransport:
             self._queue("on_websocket_ready")
             self._stack = stack.pop_all()
         return self
+
+    async def _start_driver(self, options: ListenOptions) -> ServerDriver:
+        """Bind, listen and make the driver (``wavewire.asgi`` overrides it: there the ASGI
+        server listens)."""
+        return await DRIVERS[self.driver](ServerProtocol(self._config), self, options)
 
     async def __aexit__(
         self,

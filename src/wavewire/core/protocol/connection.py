@@ -6,10 +6,11 @@ A ``Connection`` is fed bytes (``receive_data``), the end of the byte stream (``
 the loss of the socket (``connection_lost``) and the passing of time (``handle_timer``); every
 call takes ``now``, the caller's monotonic clock in seconds. It answers with bytes to write and
 at most one final instruction (close the socket, after or instead of writing), collected by its
-owner through ``take_output()``, and with low-level events (``Opened``, ``MessageIn``, ``Ended``,
-``HandshakeDone``) that the owner (``ServerProtocol`` or ``ClientProtocol``) turns into public
-events. It never raises because of what the peer sent: a violation fails the connection with the
-RFC 6455 close code and ends it.
+owner through ``take_output()``, and with low-level events -- the link events of ``core/link.py``
+(``Opened``, ``MessageIn``, ``Ended``) and ``HandshakeDone`` -- that the owner (``ServerProtocol``
+or ``ClientProtocol``) turns into public events. It is a ``Link``: the session layer drives it
+with ``send_message``/``close``. It never raises because of what the peer sent: a violation
+fails the connection with the RFC 6455 close code and ends it.
 
 States and the only transitions between them (``TRANSITIONS``; docs/architecture.md draws it)::
 
@@ -41,9 +42,11 @@ from wsproto.events import (
 )
 from wsproto.frame_protocol import CloseReason
 
-from .config import _ConnectionLimits
-from .errors import HandshakeError, HandshakeTimeout, InvalidState
-from .events import ConnectionId, DisconnectCause
+from wavewire.core.config import _ConnectionLimits
+from wavewire.core.errors import HandshakeError, HandshakeTimeout, InvalidState
+from wavewire.core.events import ConnectionId, DisconnectCause
+from wavewire.core.link import Ended, MessageIn, Opened
+
 from .framing import MaskSource, WsConnection
 from .handshake import (
     ClientHandshake,
@@ -54,7 +57,7 @@ from .handshake import (
     Upgraded,
 )
 
-__all__ = ["Connection", "State", "Transmit"]
+__all__ = ["Connection", "Ended", "HandshakeDone", "MessageIn", "Opened", "State", "Transmit"]
 
 
 class State(enum.Enum):
@@ -124,25 +127,6 @@ class Transmit:
 
 
 # --- low-level events, for the owning protocol object -------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Opened:
-    """The handshake completed (server: 101 sent; client: valid 101 received)."""
-
-
-@dataclass(frozen=True, slots=True)
-class MessageIn:
-    data: bytes | str
-
-
-@dataclass(frozen=True, slots=True)
-class Ended:
-    """The connection closed after ``Opened``; exactly once."""
-
-    code: int
-    reason: str
-    cause: DisconnectCause
 
 
 @dataclass(frozen=True, slots=True)
@@ -275,7 +259,11 @@ class Connection:
             # Else a client whose close frames crossed just stops waiting for TCP close.
             self._finish(end, drop_pending=True)
 
-    # --- commands ----------------------------------------------------------------------------
+    # --- commands (with ``id`` and ``is_open``, the ``Link`` the sessions drive) -------------
+
+    @property
+    def is_open(self) -> bool:
+        return self.state is State.OPEN
 
     def send_message(self, data: bytes | str) -> None:
         """Queue one message; ``InvalidState`` unless the connection is open."""

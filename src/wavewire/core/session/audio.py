@@ -106,8 +106,9 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Generic, TypeAlias, TypeVar
 
-from .errors import InvalidState, WavewireError
-from .frames import PCM16_SAMPLE_WIDTH
+from wavewire.core.errors import InvalidState, WavewireError
+from wavewire.core.frames import PCM16_SAMPLE_WIDTH
+
 from .wav import wav_chunk, wav_header
 
 __all__ = [

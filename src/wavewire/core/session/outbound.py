@@ -38,10 +38,9 @@ the transport's job (``audio_out_enabled``).
 
 from __future__ import annotations
 
-from .audio import AudioChunk, AudioOutput, AudioStats, EncodedChunk, OutputState
-from .config import AudioOutConfig
-from .events import AudioChunkDropped, AudioInterrupted, ConnectionInfo
-from .frames import (
+from wavewire.core.config import AudioOutConfig
+from wavewire.core.events import AudioChunkDropped, AudioInterrupted, ConnectionInfo
+from wavewire.core.frames import (
     AudioRawFrame,
     CancelFrame,
     EndFrame,
@@ -52,8 +51,10 @@ from .frames import (
     SerializedAudioFrame,
     TTSStoppedFrame,
 )
-from .serializers._codecs import StreamResampler
-from .serializers.base import FrameSerializer
+from wavewire.core.serializers._codecs import StreamResampler
+from wavewire.core.serializers.base import FrameSerializer
+
+from .audio import AudioChunk, AudioOutput, AudioStats, EncodedChunk, OutputState
 
 __all__ = ["Outbound"]
 

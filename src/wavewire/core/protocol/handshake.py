@@ -13,13 +13,25 @@ import binascii
 import http
 import urllib.parse
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import h11
 from wsproto.utilities import generate_accept_token
 
-from .config import _TOKEN_CHARS, ClientConfig, ServerConfig, check_headers
-from .errors import HandshakeError, HandshakeRejected, InvalidHandshake, InvalidURI
+from wavewire.core.admission import (
+    Accept,
+    Denial,
+    HandshakeRequest,
+    HttpRequest,
+    HttpResponse,
+    Reject,
+    admit,
+    refusal,
+)
+from wavewire.core.config import ClientConfig, ServerConfig
+from wavewire.core.errors import HandshakeError, HandshakeRejected, InvalidHandshake, InvalidURI
+from wavewire.core.headers import _TOKEN_CHARS, NO_BODY_STATUSES
+
 from .framing import Deflate, MaskSource
 
 __all__ = [
@@ -212,7 +224,7 @@ def _status_line_response(
     the body is left out (its Content-Length stays, as for the GET, RFC 9110 9.3.2)."""
     phrase = http.HTTPStatus(status_code).phrase.encode() if status_code in _KNOWN else b""
     all_headers = [*headers]
-    if status_code not in _NO_BODY_STATUSES:
+    if status_code not in NO_BODY_STATUSES:
         all_headers.append(("Content-Length", str(len(body))))
     all_headers.append(("Connection", "close"))
     out = connection.send(h11.Response(status_code=status_code, headers=all_headers, reason=phrase))
@@ -223,100 +235,11 @@ def _status_line_response(
 
 
 _KNOWN = frozenset(status.value for status in http.HTTPStatus)
-#: Statuses whose responses never have a body nor, here, a Content-Length (RFC 9110 8.6, 15.4.5).
-_NO_BODY_STATUSES = frozenset((204, 304))
-#: The core frames every response body itself; a caller's framing headers would contradict it.
-_FRAMING_HEADERS = frozenset(("content-length", "transfer-encoding"))
-
-
-def _check_response_headers(headers: Sequence[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
-    checked = check_headers(headers)
-    for name, _value in checked:
-        if name.lower() in _FRAMING_HEADERS:
-            raise ValueError(f"header {name!r} is set by wavewire from the body; do not pass it")
-    return checked
 
 
 def _consumed(connection: h11.Connection, received: int) -> int:
     """How many of the ``received`` bytes fed to ``connection`` h11 has parsed."""
     return received - len(connection.trailing_data[0])
-
-
-# --- public decision types for the server ------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class HandshakeRequest:
-    """A valid WebSocket upgrade request, as the application's handshake hook sees it."""
-
-    #: Request target: path and query string, e.g. ``"/ws?token=abc"``.
-    path: str
-    #: Header pairs in order, names lower-cased.
-    headers: Headers = field(repr=False)
-    #: Subprotocols the client offered, in its order of preference.
-    subprotocols: tuple[str, ...] = ()
-    origin: str | None = None
-    remote: object = None
-
-    def header(self, name: str) -> str | None:
-        """The first value of header ``name`` (case-insensitive), or ``None``."""
-        values = _values(self.headers, name.lower())
-        return values[0] if values else None
-
-    @property
-    def query(self) -> dict[str, list[str]]:
-        """The query string, parsed (``?token=x`` gives ``{"token": ["x"]}``)."""
-        return urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Accept:
-    """Accept the upgrade, optionally choosing one of the offered subprotocols."""
-
-    subprotocol: str | None = None
-    headers: Sequence[tuple[str, str]] = ()
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "headers", check_headers(self.headers))
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Reject:
-    """Refuse the upgrade with an HTTP response; the connection is then closed."""
-
-    status_code: int = 403
-    headers: Sequence[tuple[str, str]] = ()
-    body: bytes = b""
-
-    def __post_init__(self) -> None:
-        if not 400 <= self.status_code <= 599:
-            raise ValueError("a rejection's status_code must be a 4xx or 5xx status")
-        object.__setattr__(self, "headers", _check_response_headers(self.headers))
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class HttpRequest:
-    """A plain (non-upgrade) HTTP request, for ``ServerConfig.http_handler``."""
-
-    method: str
-    path: str
-    headers: Headers = field(repr=False)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class HttpResponse:
-    """The answer to a plain HTTP request; the connection is closed after it."""
-
-    status_code: int = 200
-    headers: Sequence[tuple[str, str]] = ()
-    body: bytes = b""
-
-    def __post_init__(self) -> None:
-        if not 200 <= self.status_code <= 599:
-            raise ValueError("status_code must be a final status (200-599)")
-        if self.body and self.status_code in _NO_BODY_STATUSES:
-            raise ValueError(f"a {self.status_code} response has no body")
-        object.__setattr__(self, "headers", _check_response_headers(self.headers))
 
 
 # --- server handshake outcomes -----------------------------------------------------------------
@@ -388,24 +311,16 @@ class ServerHandshake:
             status, detail, extra = problem
             return self._refuse(status, detail, extra)
         origins = _values(headers, "origin")
-        origin = origins[0] if origins else None
-        allowed = self._config.allowed_origins
-        if allowed is not None and origin not in allowed:
-            return self._refuse(403, f"origin {origin!r} is not allowed")
         request = HandshakeRequest(
             path=target,
             headers=headers,
             subprotocols=tuple(t for t in _tokens(headers, "sec-websocket-protocol") if t),
-            origin=origin,
+            origin=origins[0] if origins else None,
             remote=self._remote,
         )
-        decision = self._decide(request)
-        if isinstance(decision, Refused):
-            return decision
-        if decision.subprotocol is not None and decision.subprotocol not in request.subprotocols:
-            return self._refuse(
-                500, "the handshake hook chose a subprotocol the client did not offer"
-            )
+        decision = admit(request, self._config)
+        if isinstance(decision, Denial):
+            return self._deny(decision)
         key = _values(headers, "sec-websocket-key")[0]
         response_headers = [
             ("Upgrade", "websocket"),
@@ -425,26 +340,6 @@ class ServerHandshake:
         )
         trailing, _closed = self._h11.trailing_data
         return Upgraded(request, decision.subprotocol, response, bytes(trailing), deflate)
-
-    def _decide(self, request: HandshakeRequest) -> Accept | Refused:
-        hook = self._config.handshake_hook
-        if hook is None:
-            offered = request.subprotocols
-            chosen = next((p for p in self._config.subprotocols if p in offered), None)
-            return Accept(subprotocol=chosen)
-        try:
-            decision: object = hook(request)  # the application's code: trust nothing
-        except Exception as exc:
-            # The application's bug: answer 500 without details, report it for the logs.
-            return self._refuse(500, f"handshake hook raised {exc!r}", body=b"")
-        if isinstance(decision, Reject):
-            response = _status_line_response(
-                decision.status_code, decision.headers, decision.body, self._h11, head=self._head
-            )
-            return Refused(decision.status_code, response, "rejected by the handshake hook")
-        if not isinstance(decision, Accept):
-            return self._refuse(500, f"handshake hook returned {decision!r}", body=b"")
-        return decision
 
     def _plain_http(self, method: str, target: str, headers: Headers) -> Refused:
         handler = self._config.http_handler
@@ -473,11 +368,13 @@ class ServerHandshake:
         headers: Sequence[tuple[str, str]] = (),
         body: bytes | None = None,
     ) -> Refused:
-        if body is None:
-            body = f"Failed to open a WebSocket connection: {detail}.\n".encode("utf-8", "replace")
-        headers = (*headers, ("Content-Type", "text/plain; charset=utf-8"))
-        response = _status_line_response(status, headers, body, self._h11, head=self._head)
-        return Refused(status, response, detail)
+        return self._deny(refusal(status, detail, headers, body))
+
+    def _deny(self, denial: Denial) -> Refused:
+        response = _status_line_response(
+            denial.status_code, denial.headers, denial.body, self._h11, head=self._head
+        )
+        return Refused(denial.status_code, response, denial.detail)
 
 
 def _upgrade_problem(

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import struct
 
-from .frames import PCM16_SAMPLE_WIDTH
+from wavewire.core.frames import PCM16_SAMPLE_WIDTH
 
 __all__ = ["WAV_HEADER_SIZE", "wav_chunk", "wav_header", "wav_samples"]
 

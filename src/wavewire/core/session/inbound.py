@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 
-from .events import ConnectionInfo, FrameReceived, MessageDropped
-from .frames import Frame, InputAudioRawFrame
-from .serializers.base import FrameSerializer
+from wavewire.core.events import ConnectionInfo, FrameReceived, MessageDropped
+from wavewire.core.frames import Frame, InputAudioRawFrame
+from wavewire.core.serializers.base import FrameSerializer
+
 from .wav import wav_samples
 
 
