@@ -1,0 +1,72 @@
+"""Descriptor exhaustion (issue 8, point 1): ``wavewire serve`` with a low RLIMIT_NOFILE,
+flooded with idle connects, keeps serving the client it has, stays up, logs the failing
+``accept()`` a bounded number of times, and accepts again once the flood is gone."""
+
+from __future__ import annotations
+
+import contextlib
+
+import anyio
+import anyio.abc
+import pytest
+
+from tests.adapters.wsclient import connect
+from wavewire import TextFrame
+
+from .server_process import PAIRS, serve
+
+pytestmark = pytest.mark.anyio
+
+#: The server's descriptor limit, and how many idle connects exceed it.
+LIMIT_FDS = 64
+FLOOD = 150
+
+
+async def echoes(port: int, text: str) -> bool:
+    async with connect(port) as fresh:
+        await fresh.send(TextFrame(text=text))
+        reply = await fresh.next_frame()
+        await fresh.close()
+    return isinstance(reply, TextFrame) and reply.text == text
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+@pytest.mark.parametrize(("driver", "backend"), PAIRS, ids=[f"{d}-on-{b}" for d, b in PAIRS])
+async def test_descriptor_exhaustion_is_survived_and_logged_boundedly(
+    driver: str, backend: str
+) -> None:
+    with anyio.fail_after(40):
+        async with (
+            serve(
+                "--policy", "multi", driver=driver, backend=backend, descriptors=LIMIT_FDS
+            ) as server,
+            connect(server.port) as client,
+        ):
+            await client.send(TextFrame(text="before"))
+            assert (await client.next_frame()) == TextFrame(text="before")
+
+            flood: list[anyio.abc.SocketStream] = []
+            try:
+                for _ in range(FLOOD):
+                    flood.append(await anyio.connect_tcp("127.0.0.1", server.port))
+                await server.wait_for(b"accept() failed")
+                # Retries while still out of descriptors (the backoff reaches 1 s).
+                await anyio.sleep(1.5)
+                assert server.exit_status() is None
+                await client.send(TextFrame(text="during"))
+                assert (await client.next_frame()) == TextFrame(text="during")
+            finally:
+                for stream in flood:
+                    with contextlib.suppress(OSError):
+                        await stream.aclose()
+            # Descriptors free again: a new client is accepted and served.
+            assert await echoes(server.port, "after")
+            await client.send(TextFrame(text="still"))
+            assert (await client.next_frame()) == TextFrame(text="still")
+            await client.close()
+        assert server.exit_status() == 0, server.text()
+    log = server.text()
+    assert "Traceback" not in log
+    assert log.count("out of system resource") == 0
+    # One line for the exhaustion (rate-limited: 10 s between lines for one kind of failure).
+    assert 1 <= log.count("accept() failed") <= 2, log
