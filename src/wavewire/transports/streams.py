@@ -20,8 +20,10 @@ AUDIO_DROP_LOG_EVERY = 100
 class FrameInput:
     """Async-iterable of received frames; ends when the client (or the transport) is gone."""
 
-    def __init__(self, receive: MemoryObjectReceiveStream[Frame]) -> None:
+    def __init__(self, receive: MemoryObjectReceiveStream[Frame], *, keep: object = None) -> None:
         self._receive = receive
+        #: What must live as long as this reader (the input queue's owner, if any).
+        self._keep = keep
 
     def __aiter__(self) -> FrameInput:
         return self
