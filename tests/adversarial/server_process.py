@@ -16,9 +16,6 @@ import anyio.abc
 
 SRC = str(Path(__file__).resolve().parents[2] / "src")
 
-#: (driver, backend) pairs of ``wavewire serve``.
-PAIRS = [("anyio", "asyncio"), ("anyio", "trio"), ("asyncio", "asyncio")]
-
 
 def free_port() -> int:
     with socket.socket() as sock:

@@ -13,7 +13,8 @@ import pytest
 from tests.adapters.wsclient import connect
 from wavewire import TextFrame
 
-from .server_process import PAIRS, serve
+from .conftest import PAIRS
+from .server_process import serve
 
 pytestmark = pytest.mark.anyio
 

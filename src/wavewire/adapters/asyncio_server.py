@@ -129,7 +129,11 @@ class _Link(asyncio.Protocol):
             self.protected = False
             self._write_now(data)  # may pause writing again, at once
         if self.close_requested and not self.queue:
-            self.close_now()
+            # Not from inside this callback: asyncio calls it from its write handler, which,
+            # when its buffer is empty and the transport closing, runs connection_lost itself,
+            # after close() has already scheduled it: twice, the second time on a torn-down
+            # transport (AttributeError in the loop's exception handler).
+            self._driver._loop.call_soon(self.close_now)
         self.wake_writers()
 
     # --- called from the flush choke point ---------------------------------------------------
