@@ -54,7 +54,7 @@ def test_keys_are_independent_and_forget_reports_what_is_pending(
     limiter.log(logging.WARNING, ("bad", 1), "one")
     limiter.forget(("bad", 1))
     limiter.forget(("bad", 2))  # nothing pending: no line
-    assert messages(caplog) == ["one", "two", "bad 1: 2 more not logged"]
+    assert messages(caplog) == ["one", "two", "bad 1: 2 more not logged (rate limit)"]
 
 
 def test_global_budget_bounds_lines_from_many_peers(

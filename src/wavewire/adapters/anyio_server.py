@@ -277,8 +277,7 @@ class AnyioServerDriver:
 
     def _log_internal_error(self, msg: str, *args: object) -> None:
         """A bug (ours or a sink's): with its traceback, but rate-limited like peer lines."""
-        if self._log.log(logging.ERROR, ("internal error", msg), msg, *args):
-            logger.debug("traceback of the error above", exc_info=True)
+        self._log.log(logging.ERROR, ("internal error", msg), msg, *args, exc_info=True)
 
     async def _handshake_tls(self, stream: anyio.abc.SocketStream) -> anyio.abc.ByteStream | None:
         """The TLS stream over ``stream``, or None (closed) if the handshake failed or took
@@ -410,4 +409,5 @@ async def listen_anyio(
         high_water=options.high_water,
         write_timeout=options.write_timeout,
         ssl_context=options.ssl_context,
+        log=options.log,
     )

@@ -454,7 +454,7 @@ class AsyncioServerDriver:
             try:
                 self._sink.on_events(events)
             except Exception:
-                logger.exception("event sink failed")
+                self._log_internal_error("event sink failed")
         for link in backed_up.values():
             self._offer_frames(link)
         deadline = self.protocol.next_deadline()
@@ -484,7 +484,7 @@ class AsyncioServerDriver:
             self.protocol.handle_timer(now)
             self._flush()
         except Exception:
-            logger.exception("timer: internal error")
+            self._log_internal_error("timer: internal error")
 
     def _accepted(self, link: _Link) -> None:
         assert link.transport is not None
@@ -513,15 +513,21 @@ class AsyncioServerDriver:
             self.protocol.connection_lost(link.id, self._loop.time())
             self._flush()
         except Exception:
-            logger.exception("connection %d: internal error", link.id)
+            self._log_internal_error("connection %d: internal error", link.id)
         if link.delivery is None:
             self._finish(link)
         # Else the delivery task finishes it once the frames it holds are delivered.
 
     def _write_failed(self, link: _Link) -> None:
-        logger.info("connection %d: write timed out; aborting", link.id)
+        self._log.log(
+            logging.INFO, ("write failed",), "connection %d: write timed out; aborting", link.id
+        )
         self._guarded(link, lambda: self._core_lost(link))
         link.abort()
+
+    def _log_internal_error(self, msg: str, *args: object) -> None:
+        """A bug (ours or a sink's): with its traceback, but rate-limited like peer lines."""
+        self._log.log(logging.ERROR, ("internal error", msg), msg, *args, exc_info=True)
 
     def _core_lost(self, link: _Link) -> None:
         self.protocol.connection_lost(link.id, self._loop.time())
@@ -533,7 +539,7 @@ class AsyncioServerDriver:
         try:
             step()
         except Exception:
-            logger.exception("connection %d: internal error; connection dropped", link.id)
+            self._log_internal_error("connection %d: internal error; connection dropped", link.id)
             link.abort()
 
     # --- input backpressure ------------------------------------------------------------------
@@ -555,7 +561,7 @@ class AsyncioServerDriver:
             while link.frames:
                 await self._sink.on_frame(link.frames.popleft())
         except Exception:
-            logger.exception("connection %d: internal error; connection dropped", link.id)
+            self._log_internal_error("connection %d: internal error; connection dropped", link.id)
             link.frames.clear()
             link.abort()
         finally:
@@ -574,7 +580,7 @@ class AsyncioServerDriver:
         try:
             self._sink.on_connection_done(link.id)
         except Exception:
-            logger.exception("event sink failed")
+            self._log_internal_error("event sink failed")
 
     async def _all_done(self) -> None:
         while self._links:
@@ -623,7 +629,11 @@ async def listen_asyncio(
 ) -> AsyncioServerDriver:
     """Bind and listen with asyncio (``DriverFactory``); ``RuntimeError`` under trio."""
     driver = AsyncioServerDriver(
-        protocol, sink, high_water=options.high_water, write_timeout=options.write_timeout
+        protocol,
+        sink,
+        high_water=options.high_water,
+        write_timeout=options.write_timeout,
+        log=options.log,
     )
     await driver.listen(options.host, options.port, ssl_context=options.ssl_context)
     return driver

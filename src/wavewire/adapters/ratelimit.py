@@ -66,8 +66,11 @@ class LogLimiter:
         #: Occurrences not written, ever (for tests and metrics).
         self.suppressed_total = 0
 
-    def log(self, level: int, key: Hashable, msg: str, *args: object) -> bool:
-        """Log ``msg % args`` at ``level`` if ``key``'s turn has come; True if written."""
+    def log(
+        self, level: int, key: Hashable, msg: str, *args: object, exc_info: bool = False
+    ) -> bool:
+        """Log ``msg % args`` at ``level`` if ``key``'s turn has come (with the exception being
+        handled if ``exc_info``); True if written."""
         if not self.logger.isEnabledFor(level):
             return False
         now = self._clock()
@@ -83,17 +86,18 @@ class LogLimiter:
             return False
         suppressed = 0 if state is None else state.suppressed
         self._remember(key, _KeyState(now))
-        self._emit(level, msg, args, suppressed)
+        self._emit(level, msg, args, suppressed, exc_info)
         return True
 
-    def forget(self, key: Hashable, level: int = logging.INFO) -> None:
+    def forget(self, key: Hashable, level: int = logging.INFO, label: str = "") -> None:
         """Drop ``key`` (its peer is gone); if occurrences are still unreported, write one
-        line with their count (within the global budget)."""
+        line, ``label`` (default: the key) and their count, within the global budget."""
         state = self._keys.pop(key, None)
         if state is None or state.suppressed == 0 or not self.logger.isEnabledFor(level):
             return
         if self._take_budget(self._clock()):
-            self._emit(level, "%s: %d more not logged", (_describe(key), state.suppressed), 0)
+            what = label or _describe(key)
+            self._emit(level, "%s: %d more not logged (rate limit)", (what, state.suppressed), 0)
 
     # --- internals ---------------------------------------------------------------------------
 
@@ -113,7 +117,14 @@ class LogLimiter:
         while len(self._keys) > self.max_keys:
             self._keys.popitem(last=False)
 
-    def _emit(self, level: int, msg: str, args: tuple[object, ...], suppressed: int) -> None:
+    def _emit(
+        self,
+        level: int,
+        msg: str,
+        args: tuple[object, ...],
+        suppressed: int,
+        exc_info: bool = False,
+    ) -> None:
         notes = []
         if suppressed:
             notes.append(f"{suppressed} more like it not logged")
@@ -122,7 +133,7 @@ class LogLimiter:
             self._over_budget = 0
         if notes:
             msg = f"{msg} [{'; '.join(notes)}]"
-        self.logger.log(level, msg, *args)
+        self.logger.log(level, msg, *args, exc_info=exc_info)
 
 
 def _describe(key: Hashable) -> str:

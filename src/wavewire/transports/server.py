@@ -46,6 +46,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from wavewire.adapters.anyio_server import listen_anyio
 from wavewire.adapters.asyncio_server import listen_asyncio
 from wavewire.adapters.errors import ConnectionClosed
+from wavewire.adapters.ratelimit import LogLimiter
 from wavewire.adapters.sink import DriverFactory, ListenOptions, ServerDriver
 from wavewire.core.audio import AudioBufferFull
 from wavewire.core.events import (
@@ -247,7 +248,9 @@ class WebsocketServerTransport:
         self._open_receives: set[MemoryObjectReceiveStream[Frame]] = set()
         #: Policy ``multi``: every client's input still held by someone, closed on exit.
         self._inboxes: weakref.WeakSet[_Inbox] = weakref.WeakSet()
-        self._audio_in = AudioInputGate(self.params.audio_in_enabled, logger)
+        #: Every per-peer log line of this transport and its driver goes through it.
+        self._log = LogLimiter(logger)
+        self._audio_in = AudioInputGate(self.params.audio_in_enabled, self._log)
 
     # --- event handlers ----------------------------------------------------------------------
 
@@ -269,6 +272,7 @@ class WebsocketServerTransport:
             ssl_context=self.params.ssl_context,
             high_water=self.params.max_output_buffer,
             write_timeout=self.params.write_timeout,
+            log=self._log,
         )
         driver = await DRIVERS[self.driver](ServerProtocol(self._config), self, options)
         async with AsyncExitStack() as stack:
@@ -380,6 +384,9 @@ class WebsocketServerTransport:
                 if self._current is handle:
                     self._current = None
                 self._queue("on_client_disconnected", handle)
+                peer = f"client {handle.id}"
+                self._log.forget(("message dropped", peer), logging.WARNING, peer)
+                self._log.forget(("input audio dropped", peer), logging.WARNING, peer)
             elif isinstance(event, AudioInterrupted):
                 logger.debug(
                     "client %d: interrupted, %.1f ms of queued audio dropped",
@@ -393,16 +400,25 @@ class WebsocketServerTransport:
             elif isinstance(event, SessionTimeout):
                 self._queue("on_session_timeout", self._handles[event.connection.id])
             elif isinstance(event, ClientRejected):
-                logger.info("client %s rejected (1013): another is connected", event.connection)
+                self._log.log(
+                    logging.INFO,
+                    ("rejected",),
+                    "client %s rejected (1013): another is connected",
+                    event.connection,
+                )
             elif isinstance(event, HandshakeFailed):
-                logger.info(
+                self._log.log(
+                    logging.INFO,
+                    ("handshake failed",),
                     "connection %d: handshake failed (%s): %s",
                     event.connection_id,
                     event.status_code,
                     event.detail,
                 )
             elif isinstance(event, MessageDropped):
-                logger.warning(
+                self._log.log(
+                    logging.WARNING,
+                    ("message dropped", f"client {event.connection.id}"),
                     "client %d: message dropped (%d so far): %s",
                     event.connection.id,
                     event.dropped_total,
