@@ -69,6 +69,8 @@ _DEFLATE_PARAMS = frozenset(
 _WINDOW_BITS = {str(bits): bits for bits in range(8, 16)}
 #: What the client offers: compression, and that the server may cap the client's window.
 CLIENT_DEFLATE_OFFER = "permessage-deflate; client_max_window_bits"
+#: Characters of a refused Origin quoted in the 403 body and event: the peer chose its length.
+MAX_ORIGIN_QUOTED = 100
 
 
 def _split_unquoted(text: str, separator: str) -> list[str] | None:
@@ -391,7 +393,10 @@ class ServerHandshake:
         origin = origins[0] if origins else None
         allowed = self._config.allowed_origins
         if allowed is not None and origin not in allowed:
-            return self._refuse(403, f"origin {origin!r} is not allowed")
+            quoted = repr(origin)
+            if len(quoted) > MAX_ORIGIN_QUOTED:
+                quoted = f"{quoted[:MAX_ORIGIN_QUOTED]}... ({len(origin or '')} characters)"
+            return self._refuse(403, f"origin {quoted} is not allowed")
         request = HandshakeRequest(
             path=target,
             headers=headers,
