@@ -12,6 +12,7 @@ import anyio
 
 from tests.adapters.support import make_params
 from wavewire import ConnectionClosed, WebsocketServerParams, WebsocketServerTransport
+from wavewire.adapters import AnyioServerDriver, AsyncioServerDriver
 from wavewire.cli import echo
 from wavewire.transports.server import ClientHandle, DriverName
 
@@ -41,3 +42,16 @@ async def multi_server(
 
         yield transport
         readers.cancel_scope.cancel()
+
+
+def pending_output(transport: WebsocketServerTransport) -> int:
+    """Bytes the driver holds for its connections, not yet taken by the kernel."""
+    driver = transport._driver_or_raise()
+    if isinstance(driver, AnyioServerDriver):
+        return sum(c.outbox.pending for c in driver._connections.values())
+    assert isinstance(driver, AsyncioServerDriver)
+    return sum(
+        sum(map(len, link.queue))
+        + (link.transport.get_write_buffer_size() if link.transport is not None else 0)
+        for link in driver._links.values()
+    )

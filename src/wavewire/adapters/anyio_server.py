@@ -322,6 +322,7 @@ class AnyioServerDriver:
             close_timeout=close_timeout,
         )
         connection = _Connection(connection_id, outbox)
+        outbox.on_writable = lambda writable: self._on_writable(connection_id, writable)
         self._connections[connection_id] = connection
         try:
             self._flush()
@@ -345,6 +346,11 @@ class AnyioServerDriver:
                 self._sink.on_connection_done(connection_id)
             except Exception:
                 self._log_internal_error("event sink failed")
+
+    def _on_writable(self, connection_id: ConnectionId, writable: bool) -> None:
+        self.protocol.set_writable(connection_id, writable)
+        if writable:  # a pong may be owed
+            self._flush()
 
     async def _read(self, connection: _Connection, stream: anyio.abc.ByteStream) -> None:
         outbox = connection.outbox

@@ -119,10 +119,12 @@ class _Link(asyncio.Protocol):
         self.write_paused = True
         self.stall_mark = self._sent()
         self._arm_write_timer()
+        self._driver._writable(self, False)
 
     def resume_writing(self) -> None:
         self.write_paused = False
         self._cancel_write_timer()
+        self._driver._writable(self, True)  # a pong owed to a ping flood joins the queue
         if self.queue and not self.closing:
             data = b"".join(self.queue)
             self.queue.clear()
@@ -517,6 +519,14 @@ class AsyncioServerDriver:
         if link.delivery is None:
             self._finish(link)
         # Else the delivery task finishes it once the frames it holds are delivered.
+
+    def _writable(self, link: _Link, writable: bool) -> None:
+        """Tell the core (it holds back pongs while not writable); flush what it then owes."""
+        if self._links.get(link.id) is not link:
+            return
+        self.protocol.set_writable(link.id, writable)
+        if writable:
+            self._guarded(link, self._flush)
 
     def _write_failed(self, link: _Link) -> None:
         self._log.log(
