@@ -86,3 +86,16 @@ def test_disabled_level_costs_nothing(clock: Clock) -> None:
 def test_bad_settings_are_refused() -> None:
     with pytest.raises(ValueError, match="interval"):
         LogLimiter(logging.getLogger("t"), interval=0)
+
+
+def test_exc_info_goes_with_the_lines_written_only(
+    caplog: pytest.LogCaptureFixture, clock: Clock
+) -> None:
+    limiter = LogLimiter(logging.getLogger("t"), clock=clock)
+    for _ in range(3):
+        try:
+            raise RuntimeError("bug")
+        except RuntimeError:
+            limiter.log(logging.ERROR, "internal", "internal error", exc_info=True)
+    assert len(caplog.records) == 1
+    assert caplog.records[0].exc_info is not None

@@ -4,14 +4,20 @@ flooded with idle connects, keeps serving the client it has, stays up, logs the 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import errno
+from typing import Any
 
 import anyio
 import anyio.abc
 import pytest
 
+from tests.adapters.support import make_params
 from tests.adapters.wsclient import connect
-from wavewire import TextFrame
+from wavewire import TextFrame, WebsocketServerTransport
+from wavewire.adapters import AsyncioServerDriver
+from wavewire.adapters.asyncio_server import ACCEPT_EXHAUSTED
 
 from .conftest import PAIRS
 from .server_process import serve
@@ -71,3 +77,39 @@ async def test_descriptor_exhaustion_is_survived_and_logged_boundedly(
     assert log.count("out of system resource") == 0
     # One line for the exhaustion (rate-limited: 10 s between lines for one kind of failure).
     assert 1 <= log.count("accept() failed") <= 2, log
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_native_driver_filters_only_its_own_accept_reports(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """While serving, asyncio's per-retry report for our listener becomes one rate-limited line;
+    other reports reach the application's handler, which is put back afterwards."""
+    loop = asyncio.get_running_loop()
+    seen: list[str] = []
+
+    def application_handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        seen.append(context["message"])
+
+    loop.set_exception_handler(application_handler)
+    try:
+        transport = WebsocketServerTransport(
+            make_params(), host="127.0.0.1", port=0, driver="asyncio"
+        )
+        async with transport:
+            driver = transport._driver_or_raise()
+            assert isinstance(driver, AsyncioServerDriver)
+            listening = driver._servers[0].sockets[0]
+            exhausted = OSError(errno.EMFILE, "Too many open files")
+            for _ in range(5):
+                loop.call_exception_handler(
+                    {"message": ACCEPT_EXHAUSTED, "exception": exhausted, "socket": listening}
+                )
+            loop.call_exception_handler({"message": "something else"})
+        assert loop.get_exception_handler() is application_handler
+    finally:
+        loop.set_exception_handler(None)
+    assert seen == ["something else"]
+    lines = [r.getMessage() for r in caplog.records if "accept() failed" in r.getMessage()]
+    assert len(lines) == 1 and "EMFILE" in lines[0]
+    assert not any(r.exc_info for r in caplog.records)
