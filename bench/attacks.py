@@ -184,19 +184,23 @@ async def fd_exhaustion(pair: tuple[str, str]) -> Outcome:
         async with session(server.port) as kept:
             flood = []
             try:
-                for _ in range(150):
-                    flood.append(await anyio.connect_tcp("127.0.0.1", server.port))
+                with contextlib.suppress(OSError):  # refused: the server is gone
+                    for _ in range(150):
+                        flood.append(await anyio.connect_tcp("127.0.0.1", server.port))
                 await anyio.sleep(3)
-                await kept.send(text_message("kept"))
-                with anyio.move_on_after(5):
-                    seen = b""
+                seen = b""
+                with anyio.move_on_after(5), contextlib.suppress(Exception):
+                    await kept.send(text_message("kept"))
                     while b"kept" not in seen:
                         seen += await kept.receive()
                 kept_ok = b"kept" in seen
             finally:
                 for stream in flood:
                     await anyio.aclose_forcefully(stream)
-            again = await echoes(server.port)
+            try:
+                again = await echoes(server.port)
+            except OSError:
+                again = False
         alive = server.alive
     lines = server.log().count("accept() failed")
     tracebacks = server.log().count("Traceback")
@@ -207,40 +211,36 @@ async def fd_exhaustion(pair: tuple[str, str]) -> Outcome:
 
 
 async def departed_clients(pair: tuple[str, str]) -> Outcome:
-    """Policy multi: 20 clients send 20 x 60 KB, read nothing, reset: RSS back near baseline."""
-    data = text_message("m" * 60_000) * 20 + masked(0x9, b"sync")
+    """Policy multi: 10 clients send 100 x 100 KB for 3 s, read nothing, reset: RSS after."""
+    data = text_message("m" * 100_000) * 100
 
     async def one() -> None:
-        with anyio.move_on_after(10):
-            async with session(server.port) as stream:
+        async with session(server.port) as stream:
+            # The echo stalls on our full socket, then the server's input queue fills and it
+            # stops reading: what it holds then must go when we do.
+            with anyio.move_on_after(3), contextlib.suppress(OSError, anyio.BrokenResourceError):
                 await stream.send(data)
-                seen = b""
-                while b"sync" not in seen:  # the pong: the server read it all
-                    seen += await stream.receive()
 
     async with serve(pair, "--policy", "multi") as server:
-        for _ in range(2):  # warm up allocator pools
-            async with anyio.create_task_group() as tg:
-                for _ in range(5):
-                    tg.start_soon(one)
         await anyio.sleep(1)
         before = server.rss_kib()
         async with anyio.create_task_group() as tg:
-            for _ in range(20):
+            for _ in range(10):
                 tg.start_soon(one)
         await anyio.sleep(3)
         after = server.rss_kib()
     grown = (after - before) / 1024
-    return Outcome(f"{before / 1024:.0f} -> {after / 1024:.0f} MiB ({grown:+.1f})", grown < 20)
+    return Outcome(f"{before / 1024:.0f} -> {after / 1024:.0f} MiB ({grown:+.1f})", grown < 10)
 
 
 async def close_while_owed(pair: tuple[str, str]) -> Outcome:
-    """10 clients close (then read) while owed 4 MB each: no traceback."""
+    """10 clients are owed a 6 MB echo; each sends its close once the echo has started, then
+    reads: no traceback (the native driver closed from inside asyncio's write callback)."""
 
     async def one() -> None:
         with anyio.move_on_after(10):
             async with session(server.port) as stream:
-                await stream.send(text_message("x" * 900_000))
+                await stream.send(text_message("x" * 6_000_000))
                 await stream.receive(1)
                 await stream.send(CLOSE)
                 await anyio.sleep(0.2)
@@ -248,7 +248,7 @@ async def close_while_owed(pair: tuple[str, str]) -> Outcome:
                     while True:
                         await stream.receive()
 
-    async with serve(pair, "--policy", "multi") as server:
+    async with serve(pair, "--policy", "multi", "--max-message-size", "8000000") as server:
         async with anyio.create_task_group() as tg:
             for _ in range(10):
                 tg.start_soon(one)
