@@ -85,3 +85,27 @@ async def test_clients_leaving_with_unread_input_leave_nothing_behind(driver: Dr
             grown = allocated() - baseline
     # Before the fix each departed client kept its unread input: about MESSAGES * 60 KB.
     assert grown < SLACK, f"{grown} bytes still held after {2 * CLIENTS} clients left"
+
+
+async def test_input_nobody_took_is_freed_and_a_late_reader_ends_at_once(
+    driver: DriverName,
+) -> None:
+    """No reader while the client was there: after its disconnect was handled, its unread
+    frames are freed, and ``client.input()`` made then ends at once."""
+    departed: list[ClientHandle] = []
+
+    async def no_reader(client: ClientHandle) -> None:
+        pass
+
+    with anyio.fail_after(10):
+        async with multi_server(driver=driver, reader=no_reader) as transport:
+            transport.add_event_handler(
+                "on_client_disconnected", lambda transport, client: departed.append(client)
+            )
+            async with open_session(transport.port) as (stream, seen):
+                await stream.send(message_frame(MESSAGE) * 3 + masked(0x9, b"sync-ping"))
+                while b"sync-ping" not in seen:
+                    seen += await stream.receive()
+            await wait_until(lambda: bool(departed) and not transport._handles)
+            await wait_until(lambda: gc.collect() >= 0 and not transport._inboxes)
+            assert [frame async for frame in departed[0].input()] == []

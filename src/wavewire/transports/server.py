@@ -72,14 +72,6 @@ from wavewire.transports.streams import AudioInputGate, FrameInput, FrameOutput,
 __all__ = ["ClientHandle", "DriverName", "WebsocketServerTransport"]
 
 
-def _ended() -> MemoryObjectReceiveStream[Frame]:
-    """An input with nothing in it and nothing to come."""
-    send, receive = anyio.create_memory_object_stream[Frame](0)
-    send.close()
-    receive.close()  # reading it ends the iteration (ClosedResourceError -> the end)
-    return receive
-
-
 logger = logging.getLogger("wavewire.server")
 
 H = TypeVar("H", bound=Callable[..., Any])
@@ -113,6 +105,14 @@ def _close_streams(
 ) -> None:
     send.close()
     receive.close()
+
+
+def _ended() -> MemoryObjectReceiveStream[Frame]:
+    """An input with nothing in it and nothing to come."""
+    send, receive = anyio.create_memory_object_stream[Frame](0)
+    send.close()
+    receive.close()  # reading it ends the iteration (ClosedResourceError -> the end)
+    return receive
 
 
 class ClientHandle:
