@@ -31,6 +31,7 @@ import anyio.abc
 
 from wavewire.adapters.anyio_client import ConnectError
 from wavewire.adapters.errors import ConnectionClosed
+from wavewire.adapters.ratelimit import LogLimiter
 from wavewire.core.admission import Accept, HandshakeRequest, Reject
 from wavewire.core.config import DEFAULT_MAX_MESSAGE_SIZE
 from wavewire.core.errors import HandshakeError
@@ -63,6 +64,8 @@ __all__ = ["PassthroughSerializer", "RawMessage", "echo_frame", "main"]
 logger = logging.getLogger("wavewire.cli")
 
 SAMPLE_RATE = 16000
+#: The echo's per-client warnings: the first, then counts at a bounded rate.
+_echo_log = LogLimiter(logger)
 
 
 def echo_frame(frame: Frame) -> Frame | None:
@@ -103,19 +106,25 @@ class PassthroughSerializer:
         return RawMessage(data=data)
 
 
-async def echo_raw(frames: FrameInput, output: FrameOutput) -> None:
-    """Send back every message of ``frames`` as it came, in order."""
+async def echo_raw(
+    frames: FrameInput, output: FrameOutput, peer: Callable[[], object] | None = None
+) -> None:
+    """Send back every message of ``frames`` as it came, in order (``peer``: as for
+    ``echo``; nothing here is ever refused)."""
     async for frame in frames:
         await output.send(frame)
 
 
-async def echo(frames: FrameInput, output: FrameOutput) -> None:
+async def echo(
+    frames: FrameInput, output: FrameOutput, peer: Callable[[], object] | None = None
+) -> None:
     """Send back every frame of ``frames`` that has an echo, in order.
 
     A frame the output cannot take (audio at another rate than the server's) is dropped and
-    logged once per client: a client's mistake must not stop the server.
+    logged per client (``peer()`` names the client the frame came from; by default, the one
+    of ``frames``): the first time, then counted (``LogLimiter``). A client's mistake must
+    neither stop the server nor flood its log.
     """
-    warned = False
     async for frame in frames:
         reply = echo_frame(frame)
         if reply is None:
@@ -123,9 +132,8 @@ async def echo(frames: FrameInput, output: FrameOutput) -> None:
         try:
             await output.send(reply)
         except ValueError as exc:
-            if not warned:
-                logger.warning("not echoed (and no further warning for this client): %s", exc)
-                warned = True
+            who = peer() if peer is not None else f"input {id(frames):x}"
+            _echo_log.log(logging.WARNING, ("not echoed", who), "%s: not echoed: %s", who, exc)
 
 
 def port_number(text: str) -> int:
@@ -365,6 +373,8 @@ async def serve(args: argparse.Namespace) -> None:
         end = client.disconnect
         detail = "" if end is None else f": {end.code} {end.reason!r} ({end.cause.value})"
         logger.info("%s disconnected%s", _describe(client), detail)
+        who = f"client {client.id}"
+        _echo_log.forget(("not echoed", who), logging.WARNING, who)
 
     @transport.event_handler("on_session_timeout")
     def on_timeout(transport: WebsocketServerTransport, client: ClientHandle) -> None:
@@ -397,7 +407,12 @@ async def serve(args: argparse.Namespace) -> None:
         async with transport, anyio.create_task_group() as tg:
             echoes = tg
             if policy != "multi":
-                tg.start_soon(echo, transport.input(), transport.output())
+
+                def peer() -> object:
+                    current = transport.client  # whose frames transport.input() gives now
+                    return f"client {current.id}" if current is not None else "client"
+
+                tg.start_soon(echo, transport.input(), transport.output(), peer)
             async for signum in signals:
                 logger.info("%s: shutting down", signal.Signals(signum).name)
                 tg.cancel_scope.cancel()
@@ -406,10 +421,11 @@ async def serve(args: argparse.Namespace) -> None:
 
 
 async def _echo_client(
-    client: ClientHandle, echoer: Callable[[FrameInput, FrameOutput], Awaitable[None]]
+    client: ClientHandle,
+    echoer: Callable[[FrameInput, FrameOutput, Callable[[], object]], Awaitable[None]],
 ) -> None:
     with contextlib.suppress(ConnectionClosed):
-        await echoer(client.input(), client.output())
+        await echoer(client.input(), client.output(), lambda: f"client {client.id}")
 
 
 class CliError(Exception):

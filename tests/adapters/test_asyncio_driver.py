@@ -55,7 +55,8 @@ def test_every_address_of_a_name_gets_the_same_port() -> None:
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])
 @pytest.mark.parametrize("driver", ["anyio", "asyncio"])
 async def test_wss_echo_and_port_on_each_driver(driver: DriverName) -> None:
-    """``ssl_context``: TLS by anyio's ``TLSListener`` or by asyncio's ``create_server``."""
+    """``ssl_context``: TLS by the anyio driver (``TLSStream`` per connection) or by asyncio's
+    ``create_server``."""
     from websockets.asyncio.client import connect as ws_connect
 
     authority = trustme.CA()

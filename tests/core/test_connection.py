@@ -277,6 +277,39 @@ def test_ping_after_our_close_is_not_answered() -> None:
     assert raw.feed(masked(Opcode.PING, b"x")) is None
 
 
+def test_ping_flood_while_not_writable_owes_only_the_latest_pong() -> None:
+    raw = RawServer()
+    raw.server.set_writable(raw.cid, False)
+    flood = b"".join(masked(Opcode.PING, b"%d" % n) for n in range(1000))
+    assert raw.feed(flood) is None  # nothing queued: one pong owed
+    raw.server.set_writable(raw.cid, False)  # still blocked: still owed, still one
+    assert raw.out() is None
+    raw.server.set_writable(raw.cid, True)
+    transmit = raw.out()
+    assert transmit is not None and transmit.data == b"\x8a\x03999"  # RFC 6455 5.5.3
+    raw.server.set_writable(raw.cid, True)  # nothing owed any more
+    assert raw.out() is None
+    assert raw.feed(masked(Opcode.PING, b"w")) == Transmit(raw.cid, b"\x8a\x01w")
+
+
+def test_owed_pong_is_forgone_once_our_close_is_out() -> None:
+    raw = RawServer()
+    raw.server.set_writable(raw.cid, False)
+    raw.feed(masked(Opcode.PING, b"x"))
+    raw.server.close(raw.cid, raw.now)
+    raw.out()
+    raw.server.set_writable(raw.cid, True)
+    assert raw.out() is None  # 5.5.2: no pong after our close frame
+
+
+def test_set_writable_for_a_finished_connection_is_ignored() -> None:
+    raw = RawServer()
+    raw.server.connection_lost(raw.cid, raw.now)
+    raw.out()
+    raw.server.set_writable(raw.cid, True)
+    assert raw.out() is None
+
+
 @pytest.mark.parametrize("split", [0, 3, 9])
 def test_eof_between_or_inside_frames_is_1006_once(split: int) -> None:
     raw = RawServer()

@@ -623,6 +623,15 @@ def test_other_or_missing_origin_gets_403(add: list[tuple[str, str]]) -> None:
     assert event.status_code == 403
 
 
+def test_a_refused_origin_is_quoted_bounded() -> None:
+    origin = "https://" + "a" * 3000 + ".example"
+    response, event = refuse(upgrade(add=[("Origin", origin)]), ORIGINS)
+    assert len(event.detail) < 200 and "(3016 characters)" in event.detail
+    assert len(response) < 500
+    _, short = refuse(upgrade(add=[("Origin", "https://evil.example")]), ORIGINS)
+    assert short.detail == "origin 'https://evil.example' is not allowed"
+
+
 def test_missing_origin_is_accepted_when_none_is_allowed() -> None:
     config = ServerConfig(allowed_origins=["https://app.example", None])
     accept(upgrade(), config)

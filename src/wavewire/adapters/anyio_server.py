@@ -2,7 +2,8 @@
 
 Tasks, all in one task group:
 
-* the accept loop (``Listener.serve``), one task per connection;
+* the accept loop, one task per connection (which first completes the TLS handshake, if any,
+  bounded by ``open_timeout``);
 * per connection, a reader (socket -> ``receive_data``/``receive_eof``) and a writer (the
   connection's ``Outbox``, its only writer);
 * one timer task sleeping until ``next_deadline()``, woken whenever the deadline changes.
@@ -12,22 +13,30 @@ to the outboxes (drop, write, close), hands events to the sink and re-arms the t
 ``anyio.current_time()``. Received frames are delivered by the connection's reader, which
 awaits the sink: a slow consumer stops the reading of that socket (backpressure) instead of
 growing a queue.
+
+Running out of descriptors (or kernel memory) makes ``accept()`` fail: the loop logs it (one
+rate-limited line), sleeps a little longer each time (``ACCEPT_BACKOFF``) and accepts again; the
+connections already served carry on, and nothing reaches the task group.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
+import ssl
 from dataclasses import dataclass, field
 
 import anyio
 import anyio.abc
 import anyio.lowlevel
+import anyio.streams.stapled
 from anyio.abc import SocketAttribute
-from anyio.streams.tls import TLSListener
+from anyio.streams.tls import TLSStream
 
 from wavewire.adapters.errors import ConnectionClosed
 from wavewire.adapters.outbox import Outbox
+from wavewire.adapters.ratelimit import LogLimiter
 from wavewire.adapters.sink import ListenOptions, ServerEventSink
 from wavewire.adapters.timer import DeadlineTimer
 from wavewire.core.errors import InvalidState
@@ -44,6 +53,12 @@ READ_SIZE = 64 * 1024
 SHUTDOWN_FALLBACK = 10.0
 #: Exceptions that mean the socket is gone, mapped at the backend boundary.
 READ_ERRORS = (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError)
+#: Seconds the accept loop sleeps after a failed ``accept()``: first, then at most (doubling).
+ACCEPT_BACKOFF = (0.01, 1.0)
+#: Seconds a TLS handshake may take when ``open_timeout`` is None.
+TLS_HANDSHAKE_FALLBACK = 60.0
+#: What a failed TLS handshake raises (a plaintext or silent peer, a reset).
+TLS_ERRORS = (ssl.SSLError, TimeoutError, anyio.EndOfStream, *READ_ERRORS)
 
 
 @dataclass(eq=False)
@@ -62,23 +77,26 @@ class AnyioServerDriver:
 
     ``high_water``: bytes pending per connection above which ``drain`` waits.
     ``write_timeout``: seconds a write may block before the connection is aborted.
-    ``socket_listener``: where ``local_address`` is read when ``listener`` wraps a socket
-    listener without exposing its attributes (a ``TLSListener``).
+    ``ssl_context``: serve TLS; each connection's handshake runs in its own task, bounded by
+    the core's ``open_timeout``.
     """
 
     def __init__(
         self,
         protocol: ServerProtocol,
-        listener: anyio.abc.Listener[anyio.abc.ByteStream],
+        listener: anyio.abc.SocketListener
+        | anyio.streams.stapled.MultiListener[anyio.abc.SocketStream],
         sink: ServerEventSink,
         *,
         high_water: int = 256 * 1024,
         write_timeout: float | None = 10.0,
-        socket_listener: anyio.abc.Listener[anyio.abc.SocketStream] | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        log: LogLimiter | None = None,
     ) -> None:
         self.protocol = protocol
         self._listener = listener
-        self._socket_listener = socket_listener
+        self._ssl_context = ssl_context
+        self._log = log if log is not None else LogLimiter(logger)
         self._sink = sink
         self._high_water = high_water
         self._write_timeout = write_timeout
@@ -170,8 +188,7 @@ class AnyioServerDriver:
 
     @property
     def local_address(self) -> tuple[str, int]:
-        listener = self._socket_listener if self._socket_listener is not None else self._listener
-        address = listener.extra(SocketAttribute.local_address)
+        address = self._listener.extra(SocketAttribute.local_address)
         assert isinstance(address, tuple), "a TCP listener has a (host, port, ...) address"
         return str(address[0]), int(address[1])
 
@@ -195,7 +212,7 @@ class AnyioServerDriver:
             try:
                 self._sink.on_events(events)
             except Exception:
-                logger.exception("event sink failed")
+                self._log_internal_error("event sink failed")
         deadline = self.protocol.next_deadline()
         self._timer.arm(deadline)
         if self._flushed is not None:
@@ -209,14 +226,92 @@ class AnyioServerDriver:
         self._flush()
 
     async def _accept_loop(self, tg: anyio.abc.TaskGroup) -> None:
+        listener = self._listener
+        listeners = (
+            listener.listeners
+            if isinstance(listener, anyio.streams.stapled.MultiListener)
+            else [listener]
+        )
         try:
             with self._accepting:
-                await self._listener.serve(self._handle, task_group=tg)
+                async with anyio.create_task_group() as accepting:
+                    for one in listeners:
+                        assert isinstance(one, anyio.abc.SocketListener), "TCP listeners only"
+                        accepting.start_soon(self._accept_from, one, tg)
         finally:
             self._accept_done.set()
 
-    async def _handle(self, stream: anyio.abc.ByteStream) -> None:
-        remote = stream.extra(SocketAttribute.remote_address, None)
+    async def _accept_from(
+        self, listener: anyio.abc.SocketListener, tg: anyio.abc.TaskGroup
+    ) -> None:
+        backoff = ACCEPT_BACKOFF[0]
+        while True:
+            try:
+                stream = await listener.accept()
+            except anyio.ClosedResourceError:
+                return  # the listener was closed: nothing more to accept
+            except (OSError, anyio.BrokenResourceError) as exc:
+                # EMFILE/ENFILE/ENOBUFS/ENOMEM (trio wraps them in BrokenResourceError), or a
+                # connection that died in the backlog: serve on, and accept again soon.
+                self._log_accept_error(exc, backoff)
+                await anyio.sleep(backoff)
+                backoff = min(backoff * 2, ACCEPT_BACKOFF[1])
+                continue
+            backoff = ACCEPT_BACKOFF[0]
+            tg.start_soon(self._handle, stream)
+
+    def _log_accept_error(self, exc: BaseException, backoff: float) -> None:
+        cause = exc if isinstance(exc, OSError) else exc.__cause__
+        code = cause.errno if isinstance(cause, OSError) else None
+        name = errno.errorcode.get(code, "error") if code is not None else type(exc).__name__
+        self._log.log(
+            logging.WARNING,
+            ("accept failed", name),
+            "accept() failed (%s: %s): still serving the connections open; accepting again in"
+            " %.2f s, backing off up to %.1f s",
+            name,
+            cause if cause is not None else exc,
+            backoff,
+            ACCEPT_BACKOFF[1],
+        )
+
+    def _log_internal_error(self, msg: str, *args: object) -> None:
+        """A bug (ours or a sink's): with its traceback, but rate-limited like peer lines."""
+        self._log.log(logging.ERROR, ("internal error", msg), msg, *args, exc_info=True)
+
+    async def _handshake_tls(self, stream: anyio.abc.SocketStream) -> anyio.abc.ByteStream | None:
+        """The TLS stream over ``stream``, or None (closed) if the handshake failed or took
+        longer than ``open_timeout``."""
+        assert self._ssl_context is not None
+        bound = self.protocol.config.open_timeout
+        try:
+            with anyio.fail_after(bound if bound is not None else TLS_HANDSHAKE_FALLBACK):
+                return await TLSStream.wrap(
+                    stream,
+                    server_side=True,
+                    ssl_context=self._ssl_context,
+                    standard_compatible=False,
+                )
+        except TLS_ERRORS as exc:
+            remote = stream.extra(SocketAttribute.remote_address, None)
+            self._log.log(
+                logging.DEBUG,
+                ("tls handshake failed",),
+                "TLS handshake with %s failed: %s",
+                remote,
+                "timed out (open_timeout)" if isinstance(exc, TimeoutError) else repr(exc),
+            )
+            await anyio.aclose_forcefully(stream)
+            return None
+
+    async def _handle(self, socket_stream: anyio.abc.SocketStream) -> None:
+        remote = socket_stream.extra(SocketAttribute.remote_address, None)
+        stream: anyio.abc.ByteStream = socket_stream
+        if self._ssl_context is not None:
+            tls = await self._handshake_tls(socket_stream)
+            if tls is None:
+                return
+            stream = tls
         now = anyio.current_time()
         connection_id = self.protocol.connection_made(now, remote)
         close_timeout = self.protocol.config.close_timeout
@@ -227,6 +322,7 @@ class AnyioServerDriver:
             close_timeout=close_timeout,
         )
         connection = _Connection(connection_id, outbox)
+        outbox.on_writable = lambda writable: self._on_writable(connection_id, writable)
         self._connections[connection_id] = connection
         try:
             self._flush()
@@ -235,7 +331,9 @@ class AnyioServerDriver:
                 await self._read(connection, stream)
         except Exception:
             # A bug (ours or a sink's) ends this connection, never the server.
-            logger.exception("connection %d: internal error; connection dropped", connection_id)
+            self._log_internal_error(
+                "connection %d: internal error; connection dropped", connection_id
+            )
             await anyio.aclose_forcefully(stream)
         finally:
             # Forced out (internal error, or cancelled by a shutdown past its bound): the core
@@ -247,7 +345,12 @@ class AnyioServerDriver:
             try:
                 self._sink.on_connection_done(connection_id)
             except Exception:
-                logger.exception("event sink failed")
+                self._log_internal_error("event sink failed")
+
+    def _on_writable(self, connection_id: ConnectionId, writable: bool) -> None:
+        self.protocol.set_writable(connection_id, writable)
+        if writable:  # a pong may be owed
+            self._flush()
 
     async def _read(self, connection: _Connection, stream: anyio.abc.ByteStream) -> None:
         outbox = connection.outbox
@@ -284,7 +387,12 @@ class AnyioServerDriver:
 
     async def _write(self, connection: _Connection) -> None:
         def failed() -> None:
-            logger.info("connection %d: write failed or timed out; aborting", connection.id)
+            self._log.log(
+                logging.INFO,
+                ("write failed",),
+                "connection %d: write failed or timed out; aborting",
+                connection.id,
+            )
             self.protocol.connection_lost(connection.id, anyio.current_time())
             self._flush()
 
@@ -300,14 +408,12 @@ async def listen_anyio(
     """Bind a TCP (TLS if ``options.ssl_context``) listener and make a driver for it
     (``DriverFactory``)."""
     tcp = await anyio.create_tcp_listener(local_host=options.host, local_port=options.port)
-    listener: anyio.abc.Listener[anyio.abc.ByteStream] = tcp
-    if options.ssl_context is not None:
-        listener = TLSListener(tcp, options.ssl_context, standard_compatible=False)
     return AnyioServerDriver(
         protocol,
-        listener,
+        tcp,
         sink,
         high_water=options.high_water,
         write_timeout=options.write_timeout,
-        socket_listener=tcp,
+        ssl_context=options.ssl_context,
+        log=options.log,
     )

@@ -23,23 +23,33 @@ bounded by ``close_timeout``.
 Input: frames go to the sink with ``offer_frame`` (no task switch). When the sink is full,
 reading stops (``transport.pause_reading()``) and a task awaits ``on_frame`` for the frames
 left, then reading resumes: a slow consumer stops that socket instead of growing a queue.
+
+Accepting is asyncio's own: out of descriptors, ``accept()`` fails, and asyncio pauses that
+listener for a second and reports it to the loop's exception handler, with a traceback, each
+time. While serving, the driver wraps the loop's handler so that these reports, for its own
+listening sockets only, become one rate-limited log line; everything else goes on to the
+handler the application had. TLS handshakes are bounded by ``open_timeout``
+(``ssl_handshake_timeout``); asyncio logs failed ones at debug level only.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import socket
 import ssl
 import sys
 from collections import deque
 from collections.abc import Callable
+from typing import Any
 
 import anyio
 import anyio.abc
 
 from wavewire.adapters.errors import ConnectionClosed
+from wavewire.adapters.ratelimit import LogLimiter
 from wavewire.adapters.sink import ListenOptions, ServerEventSink
 from wavewire.core.errors import InvalidState
 from wavewire.core.events import ConnectionId, FrameReceived, ServerEvent
@@ -53,6 +63,10 @@ logger = logging.getLogger("wavewire.server")
 #: Seconds a shutdown waits for close handshakes when ``close_timeout`` is None, and the bound
 #: on closing one socket whose transport still holds bytes.
 SHUTDOWN_FALLBACK = 10.0
+#: What asyncio's accept loop reports when ``accept()`` runs out of descriptors or memory.
+ACCEPT_EXHAUSTED = "socket.accept() out of system resource"
+#: Seconds a TLS handshake may take when ``open_timeout`` is None (asyncio's default).
+TLS_HANDSHAKE_FALLBACK = 60.0
 
 
 class _Link(asyncio.Protocol):
@@ -105,17 +119,23 @@ class _Link(asyncio.Protocol):
         self.write_paused = True
         self.stall_mark = self._sent()
         self._arm_write_timer()
+        self._driver._writable(self, False)
 
     def resume_writing(self) -> None:
         self.write_paused = False
         self._cancel_write_timer()
+        self._driver._writable(self, True)  # a pong owed to a ping flood joins the queue
         if self.queue and not self.closing:
             data = b"".join(self.queue)
             self.queue.clear()
             self.protected = False
             self._write_now(data)  # may pause writing again, at once
         if self.close_requested and not self.queue:
-            self.close_now()
+            # Not from inside this callback: asyncio calls it from its write handler, which,
+            # when its buffer is empty and the transport closing, runs connection_lost itself,
+            # after close() has already scheduled it: twice, the second time on a torn-down
+            # transport (AttributeError in the loop's exception handler).
+            self._driver._loop.call_soon(self.close_now)
         self.wake_writers()
 
     # --- called from the flush choke point ---------------------------------------------------
@@ -239,6 +259,7 @@ class AsyncioServerDriver:
         *,
         high_water: int = 256 * 1024,
         write_timeout: float | None = 10.0,
+        log: LogLimiter | None = None,
     ) -> None:
         try:
             self._loop = asyncio.get_running_loop()
@@ -257,6 +278,9 @@ class AsyncioServerDriver:
         #: Audio senders blocked on a full queue, woken by the next flush to check again.
         self._audio_waiters: list[asyncio.Future[None]] = []
         self._stopped = asyncio.Event()
+        self._log = log if log is not None else LogLimiter(logger)
+        #: The loop's exception handler before ``serve`` wrapped it.
+        self._previous_handler: Any = None
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -265,10 +289,16 @@ class AsyncioServerDriver:
     ) -> None:
         """Bind every address of ``host`` (one port for all, even with ``port=0``) and
         listen; accepting starts with ``serve``."""
+        open_timeout = self.protocol.config.open_timeout
+        tls_bound = TLS_HANDSHAKE_FALLBACK if open_timeout is None else open_timeout
         for sock in await _bind(self._loop, host, port):
             try:
                 server = await self._loop.create_server(
-                    lambda: _Link(self), sock=sock, ssl=ssl_context, start_serving=False
+                    lambda: _Link(self),
+                    sock=sock,
+                    ssl=ssl_context,
+                    ssl_handshake_timeout=tls_bound if ssl_context is not None else None,
+                    start_serving=False,
                 )
             except BaseException:
                 sock.close()
@@ -279,6 +309,8 @@ class AsyncioServerDriver:
         self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
     ) -> None:
         """Accept and serve connections until ``shutdown()`` has finished."""
+        self._previous_handler = self._loop.get_exception_handler()
+        self._loop.set_exception_handler(self._on_loop_exception)
         try:
             for server in self._servers:
                 await server.start_serving()
@@ -288,6 +320,35 @@ class AsyncioServerDriver:
             if not self._stopped.is_set():  # cancelled before a shutdown: leave nothing open
                 self._close_listeners()
                 self._abort_all()
+            if self._loop.get_exception_handler() == self._on_loop_exception:
+                self._loop.set_exception_handler(self._previous_handler)
+
+    def _on_loop_exception(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        """One rate-limited line instead of a traceback per retry when our listeners run
+        out of descriptors; any other report goes to the handler the loop had."""
+        sock = context.get("socket")
+        ours = {s.fileno() for server in self._servers for s in server.sockets}
+        if (
+            context.get("message") == ACCEPT_EXHAUSTED
+            and sock is not None
+            and sock.fileno() in ours
+        ):
+            exc = context.get("exception")
+            code = exc.errno if isinstance(exc, OSError) else None
+            name = errno.errorcode.get(code, "error") if code is not None else "error"
+            self._log.log(
+                logging.WARNING,
+                ("accept failed", name),
+                "accept() failed (%s: %s): still serving the connections open; asyncio"
+                " accepts again every second",
+                name,
+                exc,
+            )
+            return
+        if self._previous_handler is not None:
+            self._previous_handler(loop, context)
+        else:
+            loop.default_exception_handler(context)
 
     async def shutdown(self, code: int = 1001, reason: str = "server shutting down") -> None:
         """Stop accepting, close every connection with ``code``, wait for them (bounded by
@@ -395,7 +456,7 @@ class AsyncioServerDriver:
             try:
                 self._sink.on_events(events)
             except Exception:
-                logger.exception("event sink failed")
+                self._log_internal_error("event sink failed")
         for link in backed_up.values():
             self._offer_frames(link)
         deadline = self.protocol.next_deadline()
@@ -425,7 +486,7 @@ class AsyncioServerDriver:
             self.protocol.handle_timer(now)
             self._flush()
         except Exception:
-            logger.exception("timer: internal error")
+            self._log_internal_error("timer: internal error")
 
     def _accepted(self, link: _Link) -> None:
         assert link.transport is not None
@@ -454,15 +515,29 @@ class AsyncioServerDriver:
             self.protocol.connection_lost(link.id, self._loop.time())
             self._flush()
         except Exception:
-            logger.exception("connection %d: internal error", link.id)
+            self._log_internal_error("connection %d: internal error", link.id)
         if link.delivery is None:
             self._finish(link)
         # Else the delivery task finishes it once the frames it holds are delivered.
 
+    def _writable(self, link: _Link, writable: bool) -> None:
+        """Tell the core (it holds back pongs while not writable); flush what it then owes."""
+        if self._links.get(link.id) is not link:
+            return
+        self.protocol.set_writable(link.id, writable)
+        if writable:
+            self._guarded(link, self._flush)
+
     def _write_failed(self, link: _Link) -> None:
-        logger.info("connection %d: write timed out; aborting", link.id)
+        self._log.log(
+            logging.INFO, ("write failed",), "connection %d: write timed out; aborting", link.id
+        )
         self._guarded(link, lambda: self._core_lost(link))
         link.abort()
+
+    def _log_internal_error(self, msg: str, *args: object) -> None:
+        """A bug (ours or a sink's): with its traceback, but rate-limited like peer lines."""
+        self._log.log(logging.ERROR, ("internal error", msg), msg, *args, exc_info=True)
 
     def _core_lost(self, link: _Link) -> None:
         self.protocol.connection_lost(link.id, self._loop.time())
@@ -474,7 +549,7 @@ class AsyncioServerDriver:
         try:
             step()
         except Exception:
-            logger.exception("connection %d: internal error; connection dropped", link.id)
+            self._log_internal_error("connection %d: internal error; connection dropped", link.id)
             link.abort()
 
     # --- input backpressure ------------------------------------------------------------------
@@ -496,7 +571,7 @@ class AsyncioServerDriver:
             while link.frames:
                 await self._sink.on_frame(link.frames.popleft())
         except Exception:
-            logger.exception("connection %d: internal error; connection dropped", link.id)
+            self._log_internal_error("connection %d: internal error; connection dropped", link.id)
             link.frames.clear()
             link.abort()
         finally:
@@ -515,7 +590,7 @@ class AsyncioServerDriver:
         try:
             self._sink.on_connection_done(link.id)
         except Exception:
-            logger.exception("event sink failed")
+            self._log_internal_error("event sink failed")
 
     async def _all_done(self) -> None:
         while self._links:
@@ -564,7 +639,11 @@ async def listen_asyncio(
 ) -> AsyncioServerDriver:
     """Bind and listen with asyncio (``DriverFactory``); ``RuntimeError`` under trio."""
     driver = AsyncioServerDriver(
-        protocol, sink, high_water=options.high_water, write_timeout=options.write_timeout
+        protocol,
+        sink,
+        high_water=options.high_water,
+        write_timeout=options.write_timeout,
+        log=options.log,
     )
     await driver.listen(options.host, options.port, ssl_context=options.ssl_context)
     return driver

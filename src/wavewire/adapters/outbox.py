@@ -55,6 +55,10 @@ class Outbox:
         self.failed = False
         # The write in progress, for abort() to cancel.
         self._send_scope: anyio.CancelScope | None = None
+        #: Told ``False`` when pending bytes go over ``high_water``, ``True`` when back under
+        #: (the core then holds back pongs owed to a ping flood).
+        self.on_writable: Callable[[bool], None] | None = None
+        self._over = False
 
     @property
     def pending(self) -> int:
@@ -91,6 +95,7 @@ class Outbox:
             self._protected = 1
         self._puts += 1
         self._wake.set()
+        self._check_level()
 
     def drop_pending(self) -> None:
         kept = [self._chunks[0]] if self._protected else []
@@ -98,6 +103,7 @@ class Outbox:
         self._chunks.extend(kept)
         self._queued = sum(len(chunk) for chunk in kept)
         self._signal_progress()
+        self._check_level()
 
     def request_close(self) -> None:
         self.close_requested = True
@@ -142,6 +148,7 @@ class Outbox:
                     if self.failed:
                         return  # aborted by the core mid-write: it already knows
                     self._signal_progress()
+                    self._check_level()
                 elif self.close_requested:
                     return
                 else:
@@ -161,6 +168,13 @@ class Outbox:
                     await self._stream.aclose()
                     return
         await anyio.aclose_forcefully(self._stream)
+
+    def _check_level(self) -> None:
+        over = self.pending > self._high_water
+        if over != self._over and not self.closed:
+            self._over = over
+            if self.on_writable is not None:
+                self.on_writable(not over)
 
     def _signal_progress(self) -> None:
         self._progress.set()

@@ -17,6 +17,7 @@ from typing import Protocol
 import anyio
 import anyio.abc
 
+from wavewire.adapters.ratelimit import LogLimiter
 from wavewire.core.events import ConnectionId, FrameReceived, ServerEvent
 from wavewire.core.frames import Frame
 from wavewire.core.server import ServerProtocol
@@ -60,6 +61,8 @@ class ListenOptions:
     high_water: int = 256 * 1024
     #: Seconds a write may make no progress before the connection is aborted; None: forever.
     write_timeout: float | None = 10.0
+    #: Where the driver's per-peer log lines go (shared with the transport's); None: its own.
+    log: LogLimiter | None = None
 
 
 class ServerDriver(Protocol):

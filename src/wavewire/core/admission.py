@@ -23,6 +23,7 @@ from typing import Protocol
 from .headers import NO_BODY_STATUSES, check_headers, check_response_headers
 
 __all__ = [
+    "MAX_ORIGIN_QUOTED",
     "Accept",
     "AdmissionPolicy",
     "Denial",
@@ -142,11 +143,19 @@ class AdmissionPolicy(Protocol):
     def handshake_hook(self) -> Callable[[HandshakeRequest], Accept | Reject] | None: ...
 
 
+#: Characters of a refused Origin quoted in the 403 body and event: the peer chose its length.
+MAX_ORIGIN_QUOTED = 100
+
+
 def admit(request: HandshakeRequest, policy: AdmissionPolicy) -> Accept | Denial:
     """Decide ``request``; see the module docstring. Never raises for the hook's faults."""
     allowed = policy.allowed_origins
-    if allowed is not None and request.origin not in allowed:
-        return refusal(403, f"origin {request.origin!r} is not allowed")
+    origin = request.origin
+    if allowed is not None and origin not in allowed:
+        quoted = repr(origin)
+        if len(quoted) > MAX_ORIGIN_QUOTED:  # the peer chose its length: quote a bounded part
+            quoted = f"{quoted[:MAX_ORIGIN_QUOTED]}... ({len(origin or '')} characters)"
+        return refusal(403, f"origin {quoted} is not allowed")
     hook = policy.handshake_hook
     if hook is None:
         chosen = next((p for p in policy.subprotocols if p in request.subprotocols), None)

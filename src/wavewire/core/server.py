@@ -95,6 +95,15 @@ class ServerProtocol:
             connection.connection_lost(now)
             self._settle(connection, now)
 
+    def set_writable(self, connection_id: ConnectionId, writable: bool) -> None:
+        """The driver's view of the socket: False while the connection's pending output is over
+        ``max_output_buffer`` (pongs owed to a ping flood are then held, the latest only), True
+        again once under it (the owed pong is then queued: flush)."""
+        connection = self._lookup(connection_id)
+        if connection is not None:
+            connection.set_writable(writable)
+            self._touched[connection_id] = None
+
     def handle_timer(self, now: float) -> None:
         """Fire every deadline at or before ``now``; harmless to call early or often."""
         while (deadline := self.next_deadline()) is not None and now >= deadline:

@@ -58,6 +58,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from wavewire.adapters.anyio_client import AnyioClientDriver, ConnectError
 from wavewire.adapters.errors import ConnectionClosed
+from wavewire.adapters.ratelimit import LogLimiter
 from wavewire.core.errors import HandshakeError
 from wavewire.core.events import (
     AudioInterrupted,
@@ -208,7 +209,9 @@ class WebsocketClientTransport:
         self._reconnect_scope: anyio.CancelScope | None = None
         self._inbox_send: MemoryObjectSendStream[Frame] | None = None
         self._inbox_receive: MemoryObjectReceiveStream[Frame] | None = None
-        self._audio_in = AudioInputGate(self.params.audio_in_enabled, logger)
+        #: The server is a peer too: its bad messages must not flood our log either.
+        self._log = LogLimiter(logger)
+        self._audio_in = AudioInputGate(self.params.audio_in_enabled, self._log)
 
     # --- event handlers ----------------------------------------------------------------------
 
@@ -331,7 +334,13 @@ class WebsocketClientTransport:
                 )
                 self._queue("on_disconnected", current)
             elif isinstance(event, MessageDropped):
-                logger.warning("message dropped (%d so far): %s", event.dropped_total, event.detail)
+                self._log.log(
+                    logging.WARNING,
+                    ("message dropped", "server"),
+                    "message dropped (%d so far): %s",
+                    event.dropped_total,
+                    event.detail,
+                )
             elif isinstance(event, AudioInterrupted):
                 logger.debug("interrupted: %.1f ms of queued audio dropped", event.dropped_ms)
                 self._queue("on_audio_interrupted", event.dropped_ms)

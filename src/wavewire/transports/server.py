@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import weakref
 from collections import deque
 from collections.abc import Callable
 from contextlib import AsyncExitStack
@@ -46,6 +47,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from wavewire.adapters.anyio_server import listen_anyio
 from wavewire.adapters.asyncio_server import listen_asyncio
 from wavewire.adapters.errors import ConnectionClosed
+from wavewire.adapters.ratelimit import LogLimiter
 from wavewire.adapters.sink import DriverFactory, ListenOptions, ServerDriver
 from wavewire.core.events import (
     AudioInterrupted,
@@ -70,6 +72,7 @@ from wavewire.transports.streams import AudioInputGate, FrameInput, FrameOutput,
 
 __all__ = ["ClientHandle", "DriverName", "WebsocketServerTransport"]
 
+
 logger = logging.getLogger("wavewire.server")
 
 H = TypeVar("H", bound=Callable[..., Any])
@@ -87,6 +90,32 @@ SERVER_EVENTS = (
 )
 
 
+class _Inbox:
+    """One client's input queue (policy ``multi``). Whoever may still read it holds it: the
+    client's handle until its ``on_client_disconnected`` handlers have run, and every
+    ``FrameInput`` made from it. Once nobody does, it is collected, and closing it (the
+    finalizer) frees the frames nobody will read and unblocks a driver waiting to add one."""
+
+    def __init__(self, size: int) -> None:
+        self.send, self.receive = anyio.create_memory_object_stream[Frame](size)
+        self.close = weakref.finalize(self, _close_streams, self.send, self.receive)
+
+
+def _close_streams(
+    send: MemoryObjectSendStream[Frame], receive: MemoryObjectReceiveStream[Frame]
+) -> None:
+    send.close()
+    receive.close()
+
+
+def _ended() -> MemoryObjectReceiveStream[Frame]:
+    """An input with nothing in it and nothing to come."""
+    send, receive = anyio.create_memory_object_stream[Frame](0)
+    send.close()
+    receive.close()  # reading it ends the iteration (ClosedResourceError -> the end)
+    return receive
+
+
 class ClientHandle:
     """One connected client, as handlers and applications see it: the same object in every
     event of its life (hashable, so usable as a key)."""
@@ -97,8 +126,10 @@ class ClientHandle:
         self._gone = anyio.Event()
         #: Set once disconnected: how the session ended.
         self.disconnect: ClientDisconnected | None = None
-        self._inbox: tuple[MemoryObjectSendStream[Frame], MemoryObjectReceiveStream[Frame]] | None
-        self._inbox = None
+        #: Policy ``multi``: the input queue, held until the disconnect has been handled...
+        self._inbox: _Inbox | None = None
+        #: ...then only followed, while readers hold it.
+        self._inbox_ref: weakref.ref[_Inbox] | None = None
         #: Milliseconds of queued output audio each ``InterruptionFrame`` dropped, in order.
         self.audio_interrupted_ms: list[float] = []
 
@@ -132,10 +163,24 @@ class ClientHandle:
         await self._gone.wait()
 
     def input(self) -> FrameInput:
-        """Frames from this client (policy ``multi`` only: otherwise ``transport.input()``)."""
-        if self._inbox is None:
+        """Frames from this client (policy ``multi`` only: otherwise ``transport.input()``).
+
+        Frames a departed client sent are kept for the readers made before its
+        ``on_client_disconnected`` handlers returned; a reader made later ends at once if
+        nobody held the input meanwhile (they were freed)."""
+        if self._inbox_ref is None:
             raise RuntimeError("client.input() needs client_policy='multi'; use transport.input()")
-        return FrameInput(self._inbox[1])
+        inbox = self._live_inbox()
+        if inbox is None:
+            return FrameInput(_ended())
+        return FrameInput(inbox.receive, keep=inbox)
+
+    def _live_inbox(self) -> _Inbox | None:
+        return None if self._inbox_ref is None else self._inbox_ref()
+
+    def _release_inbox(self) -> None:
+        """The disconnect was handled: from now on the readers alone keep the input."""
+        self._inbox = None
 
     def output(self) -> FrameOutput:
         """Frames to this client; ``ConnectionClosed`` once it is gone."""
@@ -218,7 +263,11 @@ class WebsocketServerTransport:
         self._inbox_send: MemoryObjectSendStream[Frame] | None = None
         self._inbox_receive: MemoryObjectReceiveStream[Frame] | None = None
         self._open_receives: set[MemoryObjectReceiveStream[Frame]] = set()
-        self._audio_in = AudioInputGate(self.params.audio_in_enabled, logger)
+        #: Policy ``multi``: every client's input still held by someone, closed on exit.
+        self._inboxes: weakref.WeakSet[_Inbox] = weakref.WeakSet()
+        #: Every per-peer log line of this transport and its driver goes through it.
+        self._log = LogLimiter(logger)
+        self._audio_in = AudioInputGate(self.params.audio_in_enabled, self._log)
 
     # --- event handlers ----------------------------------------------------------------------
 
@@ -240,6 +289,7 @@ class WebsocketServerTransport:
             ssl_context=self.params.ssl_context,
             high_water=self.params.max_output_buffer,
             write_timeout=self.params.write_timeout,
+            log=self._log,
         )
         driver = await self._start_driver(options)
         async with AsyncExitStack() as stack:
@@ -276,6 +326,8 @@ class WebsocketServerTransport:
         for receive in self._open_receives:
             receive.close()
         self._open_receives.clear()
+        for inbox in list(self._inboxes):
+            inbox.receive.close()
         try:
             with anyio.CancelScope(shield=True):
                 await driver.shutdown()
@@ -289,9 +341,8 @@ class WebsocketServerTransport:
             self._stack = None
             assert self._inbox_send is not None
             self._inbox_send.close()
-            for handle in self._handles.values():
-                if handle._inbox is not None:
-                    handle._inbox[0].close()
+            for inbox in list(self._inboxes):
+                inbox.close()
             # Whatever is left (a handler that never returns) is cancelled: no task outlives us.
             assert self._tasks is not None
             self._tasks.cancel_scope.cancel()
@@ -342,10 +393,9 @@ class WebsocketServerTransport:
                 handle = ClientHandle(self, event.connection)
                 self._handles[handle.id] = handle
                 if self._multi:
-                    handle._inbox = anyio.create_memory_object_stream[Frame](
-                        self.params.max_input_queue
-                    )
-                    self._open_receives.add(handle._inbox[1])
+                    inbox = _Inbox(self.params.max_input_queue)
+                    handle._inbox, handle._inbox_ref = inbox, weakref.ref(inbox)
+                    self._inboxes.add(inbox)
                 else:
                     self._current = handle
                 self._queue("on_client_connected", handle)
@@ -356,6 +406,9 @@ class WebsocketServerTransport:
                 if self._current is handle:
                     self._current = None
                 self._queue("on_client_disconnected", handle)
+                peer = f"client {handle.id}"
+                self._log.forget(("message dropped", peer), logging.WARNING, peer)
+                self._log.forget(("input audio dropped", peer), logging.WARNING, peer)
             elif isinstance(event, AudioInterrupted):
                 logger.debug(
                     "client %d: interrupted, %.1f ms of queued audio dropped",
@@ -369,16 +422,25 @@ class WebsocketServerTransport:
             elif isinstance(event, SessionTimeout):
                 self._queue("on_session_timeout", self._handles[event.connection.id])
             elif isinstance(event, ClientRejected):
-                logger.info("client %s rejected (1013): another is connected", event.connection)
+                self._log.log(
+                    logging.INFO,
+                    ("rejected",),
+                    "client %s rejected (1013): another is connected",
+                    event.connection,
+                )
             elif isinstance(event, HandshakeFailed):
-                logger.info(
+                self._log.log(
+                    logging.INFO,
+                    ("handshake failed",),
                     "connection %d: handshake failed (%s): %s",
                     event.connection_id,
                     event.status_code,
                     event.detail,
                 )
             elif isinstance(event, MessageDropped):
-                logger.warning(
+                self._log.log(
+                    logging.WARNING,
+                    ("message dropped", f"client {event.connection.id}"),
                     "client %d: message dropped (%d so far): %s",
                     event.connection.id,
                     event.dropped_total,
@@ -406,13 +468,9 @@ class WebsocketServerTransport:
 
     def on_connection_done(self, connection_id: ConnectionId) -> None:
         handle = self._handles.pop(connection_id, None)
-        if handle is not None and handle._inbox is not None:
-            send, receive = handle._inbox
-            send.close()  # a reader gets what is buffered, then the end
-            stats = receive.statistics()
-            if stats.current_buffer_used == 0 and stats.tasks_waiting_receive == 0:
-                receive.close()  # nothing left to read: free it now rather than at exit
-                self._open_receives.discard(receive)
+        inbox = None if handle is None else handle._live_inbox()
+        if inbox is not None:
+            inbox.send.close()  # a reader gets what is buffered, then the end
 
     # --- internals ---------------------------------------------------------------------------
 
@@ -426,7 +484,10 @@ class WebsocketServerTransport:
             return None  # a replaced client's last input is stale, like its dropped output
         if not self._audio_in.admit(event.frame, f"client {event.connection.id}"):
             return None  # audio input off (as Pipecat), or not whole samples (counted)
-        return handle._inbox[0] if handle._inbox is not None else self._inbox_send
+        if handle._inbox_ref is None:
+            return self._inbox_send
+        inbox = handle._live_inbox()
+        return None if inbox is None else inbox.send  # None: nobody will ever read it
 
     def _driver_or_raise(self) -> ServerDriver:
         if self._driver is None:
@@ -453,6 +514,12 @@ class WebsocketServerTransport:
                 while self._pending:
                     name, args = self._pending.popleft()
                     await self._handlers.call(name, self, *args)
+                    if name == "on_client_disconnected":
+                        # Let readers the handlers started take hold of the input first.
+                        await anyio.lowlevel.checkpoint()
+                        handle = args[0]
+                        assert isinstance(handle, ClientHandle)
+                        handle._release_inbox()
                 if self._closing:
                     return
                 self._pending_wake = anyio.Event()

@@ -9,19 +9,19 @@ from collections.abc import Awaitable, Callable
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream
 
+from wavewire.adapters.ratelimit import LogLimiter
 from wavewire.core.frames import PCM16_SAMPLE_WIDTH, AudioRawFrame, Frame, InputAudioRawFrame
 
-__all__ = ["AUDIO_DROP_LOG_EVERY", "AudioInputGate", "FrameInput", "FrameOutput", "check_output"]
-
-#: A malformed input audio frame is logged for the first drop, then once per this many.
-AUDIO_DROP_LOG_EVERY = 100
+__all__ = ["AudioInputGate", "FrameInput", "FrameOutput", "check_output"]
 
 
 class FrameInput:
     """Async-iterable of received frames; ends when the client (or the transport) is gone."""
 
-    def __init__(self, receive: MemoryObjectReceiveStream[Frame]) -> None:
+    def __init__(self, receive: MemoryObjectReceiveStream[Frame], *, keep: object = None) -> None:
         self._receive = receive
+        #: What must live as long as this reader (the input queue's owner, if any).
+        self._keep = keep
 
     def __aiter__(self) -> FrameInput:
         return self
@@ -73,15 +73,16 @@ class AudioInputGate:
     Audio is dropped, silently, unless ``audio_in_enabled`` (Pipecat's behaviour). An audio
     frame whose byte count is not a whole number of sample frames (``num_channels`` 16-bit
     samples) cannot be played or resampled: it is dropped, counted in ``dropped``, and logged
-    on the first drop and then once per ``AUDIO_DROP_LOG_EVERY``, so that a broken peer cannot
-    flood the log. A frame that passes keeps the rate and channel count it was received with:
-    the wire's (protobuf), or the serializer's configured ones (raw PCM, checked against
-    ``audio_in_sample_rate``/``audio_in_channels`` when the transport is made).
+    per peer through the transport's ``LogLimiter`` (the first drop, then counts at a bounded
+    rate), so that a broken peer cannot flood the log. A frame that passes keeps the rate and
+    channel count it was received with: the wire's (protobuf), or the serializer's configured
+    ones (raw PCM, checked against ``audio_in_sample_rate``/``audio_in_channels`` when the
+    transport is made).
     """
 
-    def __init__(self, enabled: bool, logger: logging.Logger) -> None:
+    def __init__(self, enabled: bool, log: LogLimiter) -> None:
         self.enabled = enabled
-        self._logger = logger
+        self._log = log
         #: Audio frames dropped for a partial sample, since the transport was made.
         self.dropped = 0
 
@@ -95,14 +96,14 @@ class AudioInputGate:
         if len(frame.audio) % frame_bytes == 0:
             return True
         self.dropped += 1
-        if self.dropped % AUDIO_DROP_LOG_EVERY == 1 or AUDIO_DROP_LOG_EVERY == 1:
-            self._logger.warning(
-                "%s: input audio dropped: %d bytes is not a whole number of %d-byte sample"
-                " frames (%d dropped so far; logged once per %d)",
-                peer,
-                len(frame.audio),
-                frame_bytes,
-                self.dropped,
-                AUDIO_DROP_LOG_EVERY,
-            )
+        self._log.log(
+            logging.WARNING,
+            ("input audio dropped", peer),
+            "%s: input audio dropped: %d bytes is not a whole number of %d-byte sample frames"
+            " (%d dropped so far)",
+            peer,
+            len(frame.audio),
+            frame_bytes,
+            self.dropped,
+        )
         return False

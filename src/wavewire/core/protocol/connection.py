@@ -23,6 +23,11 @@ as a client, the close frames have crossed and we wait for the server to close T
 (RFC 6455 section 7.1.1). Timers: ``open_timeout`` in CONNECTING; keepalive ping and pong
 deadlines in OPEN; ``close_timeout`` in CLOSING. ``next_deadline()`` is the earliest armed one.
 State changes happen inside the call that caused them, never lazily (wsproto #181).
+
+Pongs under a ping flood: while the owner says the socket is not writable (its pending output
+is over ``max_output_buffer``, ``set_writable(False)``), only the pong for the most recent ping
+is kept (RFC 6455 section 5.5.3 allows answering only that one), and written once writable
+again: a peer that pings without reading cannot make us hold a pong per ping.
 """
 
 from __future__ import annotations
@@ -188,6 +193,9 @@ class Connection:
         self._deferred_failure: CloseReason | None = None
         self._failure_at: float | None = None
         self._pings_sent = 0
+        self._writable = True
+        # While not writable: the pong owed to the most recent ping (earlier ones are forgone).
+        self._owed_pong: Pong | None = None
         #: Set once upgraded, for the owner: the request (server) or response (client).
         self.upgrade: Upgraded | HandshakeAccepted | None = None
         if isinstance(handshake, ClientHandshake):
@@ -310,6 +318,16 @@ class Connection:
 
     # --- outputs -----------------------------------------------------------------------------
 
+    def set_writable(self, writable: bool) -> None:
+        """The owner's view of the socket: False while its pending output is over the limit
+        (pongs are then held back, the latest only), True again once under it."""
+        self._writable = writable
+        if writable and self._owed_pong is not None:
+            pong, self._owed_pong = self._owed_pong, None
+            assert self._ws is not None, "a pong is owed only once open"
+            if self._ws.state is WsState.OPEN:  # not once our close frame is out (5.5.2)
+                self._out += self._ws.send(pong)
+
     def take_events(self) -> list[LowEvent]:
         events, self._events = self._events, []
         return events
@@ -423,8 +441,12 @@ class Connection:
                     self._events.append(MessageIn(joined))
                     delivered = True
             elif isinstance(event, Ping):
-                if ws.state is WsState.OPEN:  # no pong once our close frame is out (5.5.2)
+                # No pong once our close frame is out (5.5.2); while not writable, the latest
+                # ping's pong only (5.5.3).
+                if ws.state is WsState.OPEN and self._writable:
                     self._out += ws.send(event.response())
+                elif ws.state is WsState.OPEN:
+                    self._owed_pong = event.response()
             elif isinstance(event, Pong):
                 if self._ping_payload is not None and event.payload == self._ping_payload:
                     self._ping_payload = None
