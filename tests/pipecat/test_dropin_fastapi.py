@@ -55,7 +55,7 @@ from wavewire.core.serializers._codecs import decode, encode
 from wavewire.pipecat import FastAPIWebsocketParams, FastAPIWebsocketTransport
 
 from .dropin_harness import CHUNK, RATE, Recorder, pcm, queue
-from .test_dropin_server import Peer, audio_of, chunks, tts, wire
+from .test_dropin_server import CORE_PROTO, Peer, audio_of, chunks, tts, wire
 
 pytestmark = pytest.mark.anyio
 
@@ -312,11 +312,12 @@ def tts_at(audio: bytes, rate: int) -> list[Frame]:
 async def test_the_session_timeout_fires_with_the_websocket() -> None:
     bot = Bot(session_timeout=1)
     with anyio.fail_after(30):
-        async with serving(bot) as url, peer(url) as client:
-            call = await bot.call()
-            await call.wait_for("on_session_timeout")
-            assert not client.closed.is_set()  # the event only: closing is the handler's
-    await call.wait_for("on_client_disconnected")
+        async with serving(bot) as url:
+            async with peer(url) as client:
+                call = await bot.call()
+                await call.wait_for("on_session_timeout")
+                assert not client.closed.is_set()  # the event only: closing is the handler's
+            await call.wait_for("on_client_disconnected")
     assert call.names() == ["on_client_connected", "on_session_timeout", "on_client_disconnected"]
     assert call.events[1][1] is call.websocket
 
@@ -415,3 +416,65 @@ def test_the_drop_in_is_exported_with_pipecats_names() -> None:
 
     assert dropin.FastAPIWebsocketTransport is FastAPIWebsocketTransport
     assert "FastAPIWebsocketParams" in dropin.__all__
+
+
+class StuckCloseServer:
+    """The ASGI side of one WebSocket whose close never completes, as a server waiting for a
+    peer that already hung up would (Pipecat's reason for ``ws_close_timeout``): everything
+    else is accepted; the ``websocket.close`` send waits forever."""
+
+    def __init__(self) -> None:
+        self.sent: list[dict[str, Any]] = []
+        self.connected = False
+        self.closing = asyncio.Event()
+
+    async def receive(self) -> dict[str, Any]:
+        if not self.connected:
+            self.connected = True
+            return {"type": "websocket.connect"}
+        await asyncio.Event().wait()  # the client says nothing more
+        raise AssertionError("unreachable")
+
+    async def send(self, message: dict[str, Any]) -> None:
+        self.sent.append(message)
+        if message["type"] == "websocket.close":
+            self.closing.set()
+            await asyncio.Event().wait()
+
+
+async def test_ws_close_timeout_bounds_a_close_that_never_completes() -> None:
+    from starlette.websockets import WebSocket as StarletteWebSocket
+
+    asgi = StuckCloseServer()
+    scope = {"type": "websocket", "path": PATH, "headers": [], "client": ("127.0.0.1", 1)}
+    websocket = StarletteWebSocket(scope, asgi.receive, asgi.send)
+    await websocket.accept()
+    transport = FastAPIWebsocketTransport(
+        websocket,
+        FastAPIWebsocketParams(
+            audio_out_enabled=True,
+            serializer=PipecatProtobuf(),
+            audio_out_end_silence_secs=0,
+            ws_close_timeout=0.2,
+            write_timeout=None,  # only ws_close_timeout can end the wait
+        ),
+    )
+    worker = PipelineWorker(
+        Pipeline([transport.input(), Recorder(), transport.output()]),
+        params=PipelineParams(audio_out_sample_rate=RATE),
+        cancel_on_idle_timeout=False,
+        idle_timeout_secs=None,
+        enable_rtvi=False,
+        check_dangling_tasks=False,
+    )
+    runner = WorkerRunner(handle_sigint=False, check_dangling_tasks=False)
+    await runner.add_workers(worker)
+    said = pcm(3, start=9)
+    with anyio.fail_after(20):
+        run = asyncio.create_task(runner.run())
+        await queue(worker, *tts(said), EndFrame())
+        await run  # the pipeline ended although the close never completed
+    assert asgi.closing.is_set()
+    audio = [CORE_PROTO.deserialize(m["bytes"]) for m in asgi.sent if m.get("bytes")]
+    assert audio_of(audio) == said  # played out before the close
+    assert asgi.sent[-1] == {"type": "websocket.close", "code": 1000, "reason": ""}
