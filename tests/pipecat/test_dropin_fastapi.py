@@ -13,7 +13,7 @@ import base64
 import contextlib
 import inspect
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -435,8 +435,8 @@ class StuckCloseServer:
         await asyncio.Event().wait()  # the client says nothing more
         raise AssertionError("unreachable")
 
-    async def send(self, message: dict[str, Any]) -> None:
-        self.sent.append(message)
+    async def send(self, message: MutableMapping[str, Any]) -> None:
+        self.sent.append(dict(message))
         if message["type"] == "websocket.close":
             self.closing.set()
             await asyncio.Event().wait()
@@ -475,6 +475,6 @@ async def test_ws_close_timeout_bounds_a_close_that_never_completes() -> None:
         await queue(worker, *tts(said), EndFrame())
         await run  # the pipeline ended although the close never completed
     assert asgi.closing.is_set()
-    audio = [CORE_PROTO.deserialize(m["bytes"]) for m in asgi.sent if m.get("bytes")]
+    audio: list[object] = [CORE_PROTO.deserialize(m["bytes"]) for m in asgi.sent if m.get("bytes")]
     assert audio_of(audio) == said  # played out before the close
     assert asgi.sent[-1] == {"type": "websocket.close", "code": 1000, "reason": ""}
