@@ -55,7 +55,7 @@ from wavewire.core.serializers._codecs import decode, encode
 from wavewire.pipecat import FastAPIWebsocketParams, FastAPIWebsocketTransport
 
 from .dropin_harness import CHUNK, RATE, Recorder, pcm, queue
-from .test_dropin_server import CORE_PROTO, Peer, audio_of, chunks, tts, wire
+from .test_dropin_server import CORE_PROTO, FlakySerializer, Peer, audio_of, chunks, tts, wire
 
 pytestmark = pytest.mark.anyio
 
@@ -478,3 +478,26 @@ async def test_ws_close_timeout_bounds_a_close_that_never_completes() -> None:
     audio: list[object] = [CORE_PROTO.deserialize(m["bytes"]) for m in asgi.sent if m.get("bytes")]
     assert audio_of(audio) == said  # played out before the close
     assert asgi.sent[-1] == {"type": "websocket.close", "code": 1000, "reason": ""}
+
+
+async def test_a_raising_serializer_loses_one_message_not_the_session() -> None:
+    # Pipecat's FastAPI input ends its receive loop (and the session) on the first one.
+    bot = Bot(serializer=FlakySerializer())
+    with anyio.fail_after(30):
+        async with serving(bot) as url, peer(url) as client:
+            call = await bot.call()
+            await call.wait_for("on_client_connected")
+            await client.ws.send(b"boom")
+            await client.ws.send(wire(CoreOutputMessage(message={"still": "here"})))
+            await call.bot.wait_for(lambda: bool(call.bot.of(InputTransportMessageFrame)))
+            await queue(
+                call.worker,
+                OutputTransportMessageUrgentFrame(message="boom"),
+                OutputTransportMessageUrgentFrame(message="fine"),
+            )
+            await client.wait_for(lambda: bool(client.received))
+            assert not client.closed.is_set()
+    assert [f.message for f in call.bot.of(InputTransportMessageFrame)] == [{"still": "here"}]
+    assert [f.message for f in client.received] == ["fine"]
+    assert call.transport.input()._codec.decode_failures == 1
+    assert call.transport.output()._codec.encode_failures == 1
