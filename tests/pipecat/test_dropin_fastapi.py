@@ -35,15 +35,13 @@ from pipecat.frames.frames import (
     TTSStartedFrame,
     TTSStoppedFrame,
 )
-from pipecat.pipeline.pipeline import Pipeline
-from pipecat.pipeline.worker import PipelineParams, PipelineWorker
+from pipecat.pipeline.worker import PipelineWorker
 from pipecat.serializers.protobuf import ProtobufFrameSerializer as PipecatProtobuf
 from pipecat.serializers.twilio import TwilioFrameSerializer
 from pipecat.transports.base_input import BaseInputTransport
 from pipecat.transports.base_output import BaseOutputTransport
 from pipecat.transports.base_transport import BaseTransport
 from pipecat.transports.websocket import fastapi as pipecat_fastapi
-from pipecat.workers.runner import WorkerRunner
 
 from tests.asgi.stacks import _uvicorn
 from wavewire.core.events import DisconnectCause
@@ -54,7 +52,7 @@ from wavewire.core.frames import OutputTransportMessageFrame as CoreOutputMessag
 from wavewire.core.serializers._codecs import decode, encode
 from wavewire.pipecat import FastAPIWebsocketParams, FastAPIWebsocketTransport
 
-from .dropin_harness import CHUNK, RATE, Recorder, pcm, queue
+from .dropin_harness import CHUNK, RATE, Recorder, pcm, pipeline, queue
 from .test_dropin_server import CORE_PROTO, FlakySerializer, Peer, audio_of, chunks, tts, wire
 
 pytestmark = pytest.mark.anyio
@@ -115,16 +113,8 @@ class Bot:
             await websocket.accept()  # telephony routes read the provider's start message first
         transport = FastAPIWebsocketTransport(websocket, FastAPIWebsocketParams(**self.params))
         bot = Recorder()
-        worker = PipelineWorker(
-            Pipeline([transport.input(), bot, transport.output()]),
-            params=PipelineParams(
-                audio_in_sample_rate=self.sample_rate, audio_out_sample_rate=self.sample_rate
-            ),
-            cancel_on_idle_timeout=False,
-            idle_timeout_secs=None,
-            enable_rtvi=False,
-            check_dangling_tasks=False,
-        )
+        processors = [transport.input(), bot, transport.output()]
+        worker, runner = await pipeline(processors, sample_rate=self.sample_rate)
         call = Call(websocket, transport, bot, worker)
         for name in ("on_client_connected", "on_client_disconnected", "on_session_timeout"):
             transport.add_event_handler(name, self._recorder(call, name))
@@ -136,8 +126,6 @@ class Bot:
 
         self.calls.append(call)
         self._new_call.set()
-        runner = WorkerRunner(handle_sigint=False, check_dangling_tasks=False)
-        await runner.add_workers(worker)
         try:
             await runner.run()
         finally:
@@ -459,16 +447,7 @@ async def test_ws_close_timeout_bounds_a_close_that_never_completes() -> None:
             write_timeout=None,  # only ws_close_timeout can end the wait
         ),
     )
-    worker = PipelineWorker(
-        Pipeline([transport.input(), Recorder(), transport.output()]),
-        params=PipelineParams(audio_out_sample_rate=RATE),
-        cancel_on_idle_timeout=False,
-        idle_timeout_secs=None,
-        enable_rtvi=False,
-        check_dangling_tasks=False,
-    )
-    runner = WorkerRunner(handle_sigint=False, check_dangling_tasks=False)
-    await runner.add_workers(worker)
+    worker, runner = await pipeline([transport.input(), Recorder(), transport.output()])
     said = pcm(3, start=9)
     with anyio.fail_after(20):
         run = asyncio.create_task(runner.run())
