@@ -147,8 +147,9 @@ class Bot:
 
 
 @contextlib.asynccontextmanager
-async def serving(bot: Bot) -> AsyncIterator[str]:
-    async with _uvicorn(bot.app, "wsproto") as port:
+async def serving(bot: Bot, implementation: str = "wsproto") -> AsyncIterator[str]:
+    """``bot``'s app under uvicorn (its ``wsproto`` or ``websockets-sansio`` implementation)."""
+    async with _uvicorn(bot.app, implementation) as port:
         yield f"ws://127.0.0.1:{port}{PATH}"
 
 
@@ -201,14 +202,15 @@ def test_a_disallowed_origin_raises_value_error_as_pipecat() -> None:
         )
 
 
+@pytest.mark.parametrize("implementation", ["wsproto", "websockets-sansio"])
 @pytest.mark.parametrize("accept_first", [True, False], ids=["accepted", "not-accepted"])
 async def test_audio_and_messages_both_ways_events_once_end_frame_plays_out(
-    accept_first: bool,
+    accept_first: bool, implementation: str
 ) -> None:
     bot = Bot(accept_first=accept_first)
     spoken, said = pcm(5), pcm(6, start=7)
     with anyio.fail_after(30):
-        async with serving(bot) as url, peer(url) as client:
+        async with serving(bot, implementation) as url, peer(url) as client:
             call = await bot.call()
             await call.wait_for("on_client_connected")
             await call.bot.wait_for(lambda: bool(call.bot.of(ClientConnectedFrame)))
