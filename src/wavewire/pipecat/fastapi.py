@@ -102,7 +102,7 @@ class _Session:
         self._stop = anyio.Event()
         self._done = anyio.Event()
         self._running: AsgiServerTransport | None = None
-        #: Whether the session was adopted (accepted): its events are over once it ends.
+        #: wavewire's handle of the session, once it began.
         self.handle: ClientHandle | None = None
 
     def link(self) -> Link | None:
@@ -146,7 +146,8 @@ class _Session:
             # The constructor checked the origin, as Pipecat's.
             allowed_origins=None,
             max_message_size=params.max_message_size,
-            # How long leaving waits for the close (the ASGI server does the handshake).
+            # Leaving the ASGI transport waits this long (plus 1 s) for a close the ASGI server
+            # has not finished, and as long for the handlers of the events the end caused.
             close_timeout=params.ws_close_timeout,
             write_timeout=params.write_timeout,
             max_output_buffer=params.max_output_buffer,
