@@ -92,9 +92,16 @@ class Bot:
     Pipecat's Twilio/Telnyx examples do."""
 
     def __init__(
-        self, *, accept_first: bool = True, sample_rate: int = RATE, **params: Any
+        self,
+        *,
+        accept_first: bool = True,
+        sample_rate: int = RATE,
+        greeting: bytes = b"",
+        **params: Any,
     ) -> None:
         self.accept_first = accept_first
+        #: Audio queued before the pipeline runs (a pre-recorded greeting).
+        self.greeting = greeting
         self.sample_rate = sample_rate
         self.params: dict[str, Any] = {
             "audio_in_enabled": True,
@@ -126,6 +133,8 @@ class Bot:
 
         self.calls.append(call)
         self._new_call.set()
+        if self.greeting:
+            await queue(worker, *tts(self.greeting))
         try:
             await runner.run()
         finally:
@@ -482,3 +491,14 @@ async def test_a_raising_serializer_loses_one_message_not_the_session() -> None:
     assert [f.message for f in client.received] == ["fine"]
     assert call.transport.input()._codec.decode_failures == 1
     assert call.transport.output()._codec.encode_failures == 1
+
+
+async def test_audio_queued_before_the_pipeline_runs_is_not_lost() -> None:
+    # Pipecat's transport is connected from its start(): a greeting queued with the pipeline
+    # reaches the caller whole. So here: the input's start() waits until the session began.
+    greeting = pcm(4, start=300)
+    bot = Bot(greeting=greeting)
+    with anyio.fail_after(30):
+        async with serving(bot) as url, peer(url) as client:
+            await client.wait_for(lambda: len(client.audio()) >= 4)
+    assert client.audio() == chunks(greeting)

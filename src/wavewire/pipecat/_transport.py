@@ -135,10 +135,10 @@ class DropinInputTransport(BaseInputTransport):
 
     async def start(self, frame: StartFrame) -> None:
         await super().start(frame)
-        self._hold()
+        await self._hold()
         await self.set_transport_ready(frame)
 
-    def _hold(self) -> None:
+    async def _hold(self) -> None:
         """Take the hold at ``start()`` (the server's input starts its transport here)."""
 
     async def stop(self, frame: EndFrame) -> None:
@@ -213,10 +213,10 @@ class DropinOutputTransport(BaseOutputTransport):
 
     async def start(self, frame: StartFrame) -> None:
         await super().start(frame)
-        self._hold()
+        await self._hold()
         await self.set_transport_ready(frame)
 
-    def _hold(self) -> None:
+    async def _hold(self) -> None:
         """Take the hold at ``start()`` (the client's halves take it at ``setup()``)."""
 
     async def stop(self, frame: EndFrame) -> None:

@@ -101,6 +101,8 @@ class _Session:
         self._holds = 0
         self._stop = anyio.Event()
         self._done = anyio.Event()
+        #: Set once the session began (``on_client_connected``), or serving the WebSocket ended.
+        self.began = anyio.Event()
         self._running: AsgiServerTransport | None = None
         #: wavewire's handle of the session, once it began.
         self.handle: ClientHandle | None = None
@@ -165,7 +167,7 @@ class _Session:
             async with server, anyio.create_task_group() as tg:
                 self._running = server
                 tg.start_soon(self._read, server)
-                tg.start_soon(server.serve_websocket, self._transport._websocket)
+                tg.start_soon(self._serve, server)
                 await self._stop.wait()
                 # Stopped with the session still open (no output, or a CancelFrame): close it.
                 handle = server.client
@@ -175,7 +177,14 @@ class _Session:
                 tg.cancel_scope.cancel()
         finally:
             self._running = None
+            self.began.set()
             self._done.set()
+
+    async def _serve(self, server: AsgiServerTransport) -> None:
+        try:
+            await server.serve_websocket(self._transport._websocket)
+        finally:
+            self.began.set()  # refused, or over before it began: nothing to wait for
 
     async def _read(self, server: AsgiServerTransport) -> None:
         async for frame in server.input():
@@ -184,6 +193,7 @@ class _Session:
 
     async def _on_connected(self, server: AsgiServerTransport, handle: ClientHandle) -> None:
         self.handle = handle
+        self.began.set()
         transport = self._transport
         await transport._call_event_handler("on_client_connected", transport._websocket)
         await transport.input().push_frame(ClientConnectedFrame())
@@ -207,8 +217,11 @@ class FastAPIWebsocketInputTransport(DropinInputTransport):
         super().__init__(transport, transport._session, params, logger=logger, **kwargs)
         self._session = transport._session
 
-    def _hold(self) -> None:
+    async def _hold(self) -> None:
+        # As Pipecat's, whose WebSocket is connected when start() returns: frames behind the
+        # StartFrame (a greeting queued with the pipeline) wait here until the session began.
         self._session.start(self)
+        await self._session.began.wait()
 
 
 class FastAPIWebsocketOutputTransport(DropinOutputTransport):
@@ -229,7 +242,7 @@ class FastAPIWebsocketOutputTransport(DropinOutputTransport):
         self._session = transport._session
         self._close_bound = params.ws_close_timeout
 
-    def _hold(self) -> None:
+    async def _hold(self) -> None:
         self._session.acquire()
 
 

@@ -333,7 +333,7 @@ class SingleClientWebsocketServerInputTransport(DropinInputTransport):
         self._port = port
         self._server = transport._server
 
-    def _hold(self) -> None:
+    async def _hold(self) -> None:
         self._server.start(self)
 
 
@@ -350,7 +350,7 @@ class SingleClientWebsocketServerOutputTransport(DropinOutputTransport):
         super().__init__(transport, transport._server, params, logger=logger, **kwargs)
         self._server = transport._server
 
-    def _hold(self) -> None:
+    async def _hold(self) -> None:
         self._server.acquire()
 
 
