@@ -50,6 +50,7 @@ from wavewire.core.frames import InterruptionFrame as CoreInterruption
 from wavewire.core.frames import OutputAudioRawFrame as CoreOutputAudio
 from wavewire.core.frames import OutputTransportMessageFrame as CoreOutputMessage
 from wavewire.core.serializers._codecs import decode, encode
+from wavewire.core.session.wav import wav_chunk
 from wavewire.pipecat import FastAPIWebsocketParams, FastAPIWebsocketTransport
 
 from .dropin_harness import CHUNK, RATE, Recorder, pcm, pipeline, queue
@@ -502,3 +503,15 @@ async def test_audio_queued_before_the_pipeline_runs_is_not_lost() -> None:
         async with serving(bot) as url, peer(url) as client:
             await client.wait_for(lambda: len(client.audio()) >= 4)
     assert client.audio() == chunks(greeting)
+
+
+async def test_the_wav_header_is_added_per_chunk_when_asked() -> None:
+    bot = Bot(add_wav_header=True)
+    said = pcm(3, start=11)
+    with anyio.fail_after(30):
+        async with serving(bot) as url, peer(url) as client:
+            call = await bot.call()
+            await call.wait_for("on_client_connected")
+            await queue(call.worker, *tts(said))
+            await client.wait_for(lambda: len(client.audio()) >= 3)
+    assert client.audio() == [wav_chunk(chunk, RATE) for chunk in chunks(said)]
