@@ -50,12 +50,10 @@ class Recorder(FrameProcessor):
             await self._changed.wait()
 
 
-@contextlib.asynccontextmanager
-async def running(
+async def pipeline(
     processors: Sequence[FrameProcessor], *, sample_rate: int = RATE
-) -> AsyncIterator[PipelineWorker]:
-    """A pipeline running under Pipecat's own worker and runner; cancelled on the way out if it
-    has not ended by itself."""
+) -> tuple[PipelineWorker, WorkerRunner]:
+    """A pipeline under Pipecat's own worker, added to a runner (``runner.run()`` runs it)."""
     worker = PipelineWorker(
         Pipeline(list(processors)),
         params=PipelineParams(audio_in_sample_rate=sample_rate, audio_out_sample_rate=sample_rate),
@@ -66,6 +64,16 @@ async def running(
     )
     runner = WorkerRunner(handle_sigint=False, check_dangling_tasks=False)
     await runner.add_workers(worker)
+    return worker, runner
+
+
+@contextlib.asynccontextmanager
+async def running(
+    processors: Sequence[FrameProcessor], *, sample_rate: int = RATE
+) -> AsyncIterator[PipelineWorker]:
+    """A pipeline running under Pipecat's own worker and runner; cancelled on the way out if it
+    has not ended by itself."""
+    worker, runner = await pipeline(processors, sample_rate=sample_rate)
     task = asyncio.create_task(runner.run())
     try:
         yield worker

@@ -22,6 +22,7 @@ from wavewire.core.serializers.protobuf import ProtobufFrameSerializer as CorePr
 from wavewire.core.session.audio import AudioBufferFull
 from wavewire.core.session.outbound import Outbound
 from wavewire.pipecat import SingleClientWebsocketServerParams, SingleClientWebsocketServerTransport
+from wavewire.pipecat._transport import HandleLink
 from wavewire.pipecat._wire import WireSerializer
 from wavewire.pipecat.server import SingleClientWebsocketServerOutputTransport
 
@@ -87,6 +88,9 @@ class SyntheticClient:
 class FakeServer:
     def __init__(self, client: SyntheticClient) -> None:
         self.client = client
+
+    def link(self) -> HandleLink:
+        return HandleLink(self.client)  # type: ignore[arg-type]
 
 
 def output_for(

@@ -7,6 +7,10 @@ Migration is the import line::
     from wavewire.pipecat import (
         SingleClientWebsocketServerParams, SingleClientWebsocketServerTransport)
 
+    # from pipecat.transports.websocket.fastapi import (
+    #     FastAPIWebsocketParams, FastAPIWebsocketTransport)
+    from wavewire.pipecat import FastAPIWebsocketParams, FastAPIWebsocketTransport
+
 The classes are real Pipecat transports (subclasses of ``BaseTransport``, ``BaseInputTransport``,
 ``BaseOutputTransport``) with Pipecat's constructor signatures, parameters and events; wavewire
 moves the bytes and paces the audio. ``docs/pipecat.md`` lists every behavioural difference.
@@ -28,6 +32,7 @@ from wavewire.pipecat.client import (
     WebsocketClientParams,
     WebsocketClientTransport,
 )
+from wavewire.pipecat.fastapi import FastAPIWebsocketParams, FastAPIWebsocketTransport
 from wavewire.pipecat.server import (
     SingleClientWebsocketServerParams,
     SingleClientWebsocketServerTransport,
@@ -37,6 +42,8 @@ from wavewire.pipecat.server import (
 )
 
 __all__ = [
+    "FastAPIWebsocketParams",
+    "FastAPIWebsocketTransport",
     "SingleClientWebsocketServerParams",
     "SingleClientWebsocketServerTransport",
     "WebsocketClientConnection",

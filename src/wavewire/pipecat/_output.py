@@ -27,8 +27,10 @@ and the interruption goes out as an urgent message instead.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Sequence
 from typing import Protocol
 
+import anyio
 from pipecat.frames.frames import (
     CancelFrame,
     EndFrame,
@@ -74,10 +76,21 @@ class Link(Protocol):
 class PacedOutput:
     """One output transport's hooks, over whichever ``Link`` is current (see the docstring)."""
 
-    def __init__(self, codec: PipecatCodec, *, add_wav_header: bool, channels: int) -> None:
+    def __init__(
+        self,
+        codec: PipecatCodec,
+        *,
+        add_wav_header: bool,
+        channels: int,
+        packet_size: int | None = None,
+    ) -> None:
         self.codec = codec
         self._add_wav_header = add_wav_header
         self._channels = channels
+        # Pipecat's FastAPI ``fixed_audio_packet_size``: serialized audio (bytes) is re-cut into
+        # packets of this size, the remainder kept for the next chunk.
+        self._packet_size = packet_size
+        self._packet_buffer = bytearray()
         #: Bumped by each InterruptionFrame: a write still waiting from before it is stale.
         self.interruptions = 0
         # Frames with an id below this were made before the last interruption: stale audio.
@@ -89,6 +102,7 @@ class PacedOutput:
         """An ``InterruptionFrame`` reached the output (before Pipecat's handling of it)."""
         self.interruptions += 1
         self._stale_below = obj_id()
+        self._packet_buffer.clear()  # a partial packet of interrupted audio is stale too
 
     async def write_audio(
         self, link: Link | None, frame: OutputAudioRawFrame, *, chunk_size: int, sample_rate: int
@@ -114,15 +128,36 @@ class PacedOutput:
             taken, payload = await self.codec.encode(chunk)
             if not taken:
                 return False
+            extra: list[bytes] = []
+            if self._packet_size and isinstance(payload, bytes | bytearray):
+                payload, extra = self._packets(payload)
             serialized = SerializedAudioFrame(data=payload)
-            if not await self.write_paced(link, serialized, interruptible, epoch):
+            if not await self.write_paced(link, serialized, interruptible, epoch, extra):
                 return False
         return True
 
+    def _packets(self, payload: bytes | bytearray) -> tuple[bytes | None, list[bytes]]:
+        """The whole packets ``payload`` completes: the first takes the chunk's slot (None:
+        the slot sends nothing), the others follow it at once (a packet smaller than a chunk)."""
+        size = self._packet_size
+        assert size
+        buffer = self._packet_buffer
+        buffer.extend(payload)
+        whole = len(buffer) - len(buffer) % size
+        packets = [bytes(buffer[start : start + size]) for start in range(0, whole, size)]
+        del buffer[:whole]
+        return (packets[0] if packets else None), packets[1:]
+
     async def write_paced(
-        self, link: Link, frame: SerializedAudioFrame, interruptible: bool, epoch: int
+        self,
+        link: Link,
+        frame: SerializedAudioFrame,
+        interruptible: bool,
+        epoch: int,
+        extra: Sequence[bytes] = (),
     ) -> bool:
-        """Offer one chunk until the core takes it; False if it became stale first."""
+        """Offer one chunk until the core takes it; False if it became stale first. ``extra``
+        messages leave right behind it."""
         try:
             while True:
                 if interruptible and self.interruptions != epoch:
@@ -131,6 +166,8 @@ class PacedOutput:
                     break
                 await link.wait_audio_writable()
             self._last_uninterruptible = not interruptible
+            for packet in extra:
+                link.offer(WireMessage(message=None, wire=packet))
             await link.drain()
         except ConnectionClosed:
             return False
@@ -171,16 +208,24 @@ class PacedOutput:
         else:
             await self._send(link, WireInterruption(wire=payload))
 
-    async def end(self, link: Link | None, frame: EndFrame) -> None:
+    async def end(
+        self, link: Link | None, frame: EndFrame, *, close_bound: float | None = None
+    ) -> None:
         """After Pipecat's sender has written everything (end silence included): the
         serializer's ``EndFrame`` (Twilio's hang-up runs there), then close with 1000 once the
-        last chunk is out; returns when the connection is closed."""
+        last chunk is out; returns when the connection is closed, or ``close_bound`` seconds
+        after the last chunk left (the close goes on without us)."""
         _, payload = await self.codec.encode(frame)
         if link is None:
             return
         if payload is not None:
             await self._send(link, WireMessage(message=None, wire=payload))
-        await self._send(link, CoreEndFrame())
+        if close_bound is None:
+            await self._send(link, CoreEndFrame())
+            return
+        await self.settle(link)
+        with anyio.move_on_after(close_bound):
+            await self._send(link, CoreEndFrame())
 
     async def cancel(self, link: Link | None, frame: CancelFrame) -> None:
         """Close at once, queued output dropped; does not wait for the close handshake."""

@@ -21,23 +21,8 @@ import ssl
 from typing import Any
 
 import anyio
-from pipecat.frames.frames import (
-    BotStoppedSpeakingFrame,
-    CancelFrame,
-    EndFrame,
-    Frame,
-    InputAudioRawFrame,
-    InputTransportMessageFrame,
-    InterruptionFrame,
-    OutputAudioRawFrame,
-    OutputTransportMessageFrame,
-    OutputTransportMessageUrgentFrame,
-    StartFrame,
-)
-from pipecat.processors.frame_processor import FrameDirection, FrameProcessor, FrameProcessorSetup
+from pipecat.processors.frame_processor import FrameProcessor, FrameProcessorSetup
 from pipecat.serializers.protobuf import ProtobufFrameSerializer
-from pipecat.transports.base_input import BaseInputTransport
-from pipecat.transports.base_output import BaseOutputTransport
 from pipecat.transports.base_transport import BaseTransport
 from pipecat.transports.websocket.client import WebsocketClientParams as _PipecatClientParams
 
@@ -45,9 +30,13 @@ from wavewire.adapters.anyio_client import ConnectError
 from wavewire.core.config import DEFAULT_MAX_MESSAGE_SIZE
 from wavewire.core.errors import HandshakeError
 from wavewire.core.frames import Frame as CoreFrame
-from wavewire.core.session.wav import wav_samples
-from wavewire.pipecat._output import Link, PacedOutput, chunk_seconds
-from wavewire.pipecat._wire import PipecatCodec, ReceivedMessage, WireSerializer
+from wavewire.pipecat._output import Link
+from wavewire.pipecat._transport import (
+    DropinInputTransport,
+    DropinOutputTransport,
+    audio_out_settings,
+)
+from wavewire.pipecat._wire import ReceivedMessage
 from wavewire.transports.client import ClientConnection
 from wavewire.transports.client import WebsocketClientTransport as _WavewireClient
 from wavewire.transports.params import ReconnectPolicy
@@ -168,7 +157,7 @@ class _Session:
             self._task = owner.create_task(self._run(), "wavewire_client")
         await self._started.wait()
 
-    async def disconnect(self) -> None:
+    async def release(self) -> None:
         self._holds -= 1
         if self._holds > 0:
             return
@@ -188,22 +177,10 @@ class _Session:
 
     def _wavewire_params(self) -> _WavewireClientParams:
         params = self._transport._params
-        output = self._transport._output
-        audio_out = params.audio_out_enabled and output is not None
-        rate = output.sample_rate if audio_out and output is not None else None
-        one_chunk = chunk_seconds(rate, params.audio_out_10ms_chunks) if rate else 30.0
         return _WavewireClientParams(
-            audio_in_enabled=True,  # decoded and gated by the drop-in
-            audio_out_enabled=audio_out,
-            audio_out_sample_rate=rate,
-            audio_out_channels=params.audio_out_channels,
-            audio_out_10ms_chunks=params.audio_out_10ms_chunks,
-            audio_out_end_silence_secs=0,  # Pipecat's sender writes its own
+            **audio_out_settings(params, self._transport._output),
             audio_out_lead_secs=params.audio_out_lead_secs,
-            audio_out_max_queued_secs=one_chunk,
-            add_wav_header=False,  # added per chunk before Pipecat's serializer, as Pipecat
             additional_headers=params.additional_headers,
-            serializer=WireSerializer(),
             max_message_size=params.max_message_size,
             open_timeout=params.open_timeout,
             close_timeout=params.close_timeout,
@@ -269,124 +246,32 @@ class _Session:
         await self._transport._call_event_handler("on_reconnect_failed", error)
 
 
-class WebsocketClientInputTransport(BaseInputTransport):
+class WebsocketClientInputTransport(DropinInputTransport):
     """Received messages, decoded by Pipecat's serializer, into the pipeline."""
 
     def __init__(
         self, transport: WebsocketClientTransport, params: WebsocketClientParams, **kwargs: Any
     ) -> None:
-        super().__init__(params, **kwargs)
-        self._transport = transport
-        self._settings = params
-        self._codec = PipecatCodec(params.serializer, logger)
+        super().__init__(transport, transport._session, params, logger=logger, **kwargs)
+        self._session = transport._session
 
     async def setup(self, setup: FrameProcessorSetup) -> None:  # type: ignore[override]
         await super().setup(setup)
-        if self._settings.serializer:
-            await self._settings.serializer.setup(setup)
-        await self._transport._session.connect(self)
-
-    async def start(self, frame: StartFrame) -> None:
-        await super().start(frame)
-        await self.set_transport_ready(frame)
-
-    async def stop(self, frame: EndFrame) -> None:
-        await super().stop(frame)
-        await self._transport._session.disconnect()
-
-    async def cancel(self, frame: CancelFrame) -> None:
-        await super().cancel(frame)
-        await self._transport._session.cancel()
-
-    async def cleanup(self) -> None:
-        await super().cleanup()
-        await self._transport._session.cancel()
-        await self._transport.cleanup()
-
-    async def _receive(self, data: bytes | str) -> None:
-        frame = await self._codec.decode(data)
-        if frame is None:
-            return
-        if isinstance(frame, InputAudioRawFrame):
-            if not self._settings.audio_in_enabled:
-                return
-            samples = wav_samples(frame.audio)  # a server may send WAV-wrapped audio too
-            if samples is not None:
-                frame.audio = samples
-            await self.push_audio_frame(frame)
-        elif isinstance(frame, InputTransportMessageFrame):
-            await self.broadcast_frame(InputTransportMessageFrame, message=frame.message)
-        else:
-            await self.push_frame(frame)
+        await self._session.connect(self)
 
 
-class WebsocketClientOutputTransport(BaseOutputTransport):
+class WebsocketClientOutputTransport(DropinOutputTransport):
     """Frames to the server, serialized by Pipecat's serializer, audio paced by the core."""
 
     def __init__(
         self, transport: WebsocketClientTransport, params: WebsocketClientParams, **kwargs: Any
     ) -> None:
-        super().__init__(params, **kwargs)
-        self._transport = transport
-        self._settings = params
-        self._paced = PacedOutput(
-            PipecatCodec(params.serializer, logger),
-            add_wav_header=params.add_wav_header,
-            channels=params.audio_out_channels,
-        )
+        super().__init__(transport, transport._session, params, logger=logger, **kwargs)
+        self._session = transport._session
 
     async def setup(self, setup: FrameProcessorSetup) -> None:  # type: ignore[override]
         await super().setup(setup)
-        if self._settings.serializer:
-            await self._settings.serializer.setup(setup)
-        await self._transport._session.connect(self)
-
-    async def start(self, frame: StartFrame) -> None:
-        await super().start(frame)
-        await self.set_transport_ready(frame)
-
-    async def stop(self, frame: EndFrame) -> None:
-        await super().stop(frame)
-        await self._paced.end(self._transport._session.link(), frame)
-        await self._transport._session.disconnect()
-
-    async def cancel(self, frame: CancelFrame) -> None:
-        await super().cancel(frame)
-        await self._paced.cancel(self._transport._session.link(), frame)
-        await self._transport._session.cancel()
-
-    async def cleanup(self) -> None:
-        await super().cleanup()
-        await self._transport._session.cancel()
-        await self._transport.cleanup()
-
-    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
-        if isinstance(frame, InterruptionFrame):
-            # The client is told first, then Pipecat drops its queue (and says "stopped").
-            self._paced.mark_interruption()
-            await self._paced.interrupt(self._transport._session.link(), frame)
-        await super().process_frame(frame, direction)
-
-    async def push_frame(
-        self, frame: Frame, direction: FrameDirection = FrameDirection.DOWNSTREAM
-    ) -> None:
-        if isinstance(frame, BotStoppedSpeakingFrame):
-            # Leave with the last audio, not a chunk early.
-            await self._paced.settle(self._transport._session.link())
-        await super().push_frame(frame, direction)
-
-    async def send_message(
-        self, frame: OutputTransportMessageFrame | OutputTransportMessageUrgentFrame
-    ) -> None:
-        await self._paced.send_message(self._transport._session.link(), frame)
-
-    async def write_audio_frame(self, frame: OutputAudioRawFrame) -> bool:
-        return await self._paced.write_audio(
-            self._transport._session.link(),
-            frame,
-            chunk_size=self.audio_chunk_size,
-            sample_rate=self.sample_rate,
-        )
+        await self._session.connect(self)
 
 
 class WebsocketClientTransport(BaseTransport):

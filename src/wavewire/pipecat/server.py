@@ -33,23 +33,8 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Literal
 
 import anyio
-from pipecat.frames.frames import (
-    BotStoppedSpeakingFrame,
-    CancelFrame,
-    ClientConnectedFrame,
-    EndFrame,
-    Frame,
-    InputAudioRawFrame,
-    InputTransportMessageFrame,
-    InterruptionFrame,
-    OutputAudioRawFrame,
-    OutputTransportMessageFrame,
-    OutputTransportMessageUrgentFrame,
-    StartFrame,
-)
-from pipecat.processors.frame_processor import FrameDirection, FrameProcessorSetup
+from pipecat.frames.frames import ClientConnectedFrame
 from pipecat.transports.base_input import BaseInputTransport
-from pipecat.transports.base_output import BaseOutputTransport
 from pipecat.transports.base_transport import BaseTransport, TransportParams
 from pipecat.transports.websocket.server import (
     SingleClientWebsocketServerParams as _PipecatServerParams,
@@ -58,10 +43,14 @@ from pipecat.transports.websocket.server import (
 from wavewire.adapters.errors import ConnectionClosed
 from wavewire.core.admission import Accept, HandshakeRequest, HttpRequest, HttpResponse, Reject
 from wavewire.core.config import DEFAULT_MAX_MESSAGE_SIZE
-from wavewire.core.frames import Frame as CoreFrame
-from wavewire.core.session.wav import wav_samples
-from wavewire.pipecat._output import Link, PacedOutput, chunk_seconds
-from wavewire.pipecat._wire import PipecatCodec, ReceivedMessage, WireSerializer
+from wavewire.pipecat._output import Link
+from wavewire.pipecat._transport import (
+    DropinInputTransport,
+    DropinOutputTransport,
+    HandleLink,
+    audio_out_settings,
+)
+from wavewire.pipecat._wire import ReceivedMessage
 from wavewire.transports.params import WebsocketServerParams as _WavewireServerParams
 from wavewire.transports.server import ClientHandle
 from wavewire.transports.server import WebsocketServerTransport as _WavewireServer
@@ -245,27 +234,15 @@ class _Server:
             bound = None if params.close_timeout is None else params.close_timeout + 2
             await self._owner.cancel_task(task, timeout=bound)
 
+    def link(self) -> Link | None:
+        handle = self.client
+        return None if handle is None else HandleLink(handle)
+
     def _wavewire_params(self) -> _WavewireServerParams:
         params = self._transport._params
-        output = self._transport._output
-        audio_out = params.audio_out_enabled and output is not None
-        rate = output.sample_rate if audio_out and output is not None else None
-        one_chunk = chunk_seconds(rate, params.audio_out_10ms_chunks) if rate else 30.0
         return _WavewireServerParams(
-            # Received messages reach the drop-in undecoded; Pipecat's input gates the audio.
-            audio_in_enabled=True,
-            audio_out_enabled=audio_out,
-            audio_out_sample_rate=rate,
-            audio_out_channels=params.audio_out_channels,
-            audio_out_10ms_chunks=params.audio_out_10ms_chunks,
-            # Pipecat's sender writes its own end silence, which is paced like any chunk.
-            audio_out_end_silence_secs=0,
+            **audio_out_settings(params, self._transport._output),
             audio_out_lead_secs=params.audio_out_lead_secs,
-            # One chunk: a write returns when the chunk before it is due on the wire.
-            audio_out_max_queued_secs=one_chunk,
-            # Added per chunk before Pipecat's serializer runs, as Pipecat does.
-            add_wav_header=False,
-            serializer=WireSerializer(),
             session_timeout=params.session_timeout,
             client_policy=params.client_policy,
             allowed_origins=list(params.allowed_origins) or None,
@@ -339,8 +316,9 @@ class _Server:
         await self._transport._call_event_handler("on_session_timeout", self._client(handle))
 
 
-class SingleClientWebsocketServerInputTransport(BaseInputTransport):
-    """Received messages, decoded by Pipecat's serializer, into the pipeline."""
+class SingleClientWebsocketServerInputTransport(DropinInputTransport):
+    """Received messages, decoded by Pipecat's serializer, into the pipeline; its ``start()``
+    starts the server."""
 
     def __init__(
         self,
@@ -350,53 +328,16 @@ class SingleClientWebsocketServerInputTransport(BaseInputTransport):
         params: SingleClientWebsocketServerParams,
         **kwargs: Any,
     ) -> None:
-        super().__init__(params, **kwargs)
-        self._transport = transport
+        super().__init__(transport, transport._server, params, logger=logger, **kwargs)
         self._host = host
         self._port = port
-        self._settings = params
-        self._codec = PipecatCodec(params.serializer, logger)
+        self._server = transport._server
 
-    async def setup(self, setup: FrameProcessorSetup) -> None:  # type: ignore[override]
-        await super().setup(setup)
-        if self._settings.serializer:
-            await self._settings.serializer.setup(setup)
-
-    async def start(self, frame: StartFrame) -> None:
-        await super().start(frame)
-        self._transport._server.start(self)
-        await self.set_transport_ready(frame)
-
-    async def stop(self, frame: EndFrame) -> None:
-        await super().stop(frame)
-        await self._transport._server.release()
-
-    async def cancel(self, frame: CancelFrame) -> None:
-        await super().cancel(frame)
-        await self._transport._server.cancel()
-
-    async def cleanup(self) -> None:
-        await super().cleanup()
-        await self._transport._server.cancel()
-        await self._transport.cleanup()
-
-    async def _receive(self, data: bytes | str) -> None:
-        frame = await self._codec.decode(data)
-        if frame is None:
-            return
-        if isinstance(frame, InputAudioRawFrame):
-            # Pipecat's client sends a WAV header on every message by default.
-            samples = wav_samples(frame.audio)
-            if samples is not None:
-                frame.audio = samples
-            await self.push_audio_frame(frame)
-        elif isinstance(frame, InputTransportMessageFrame):
-            await self.broadcast_frame(InputTransportMessageFrame, message=frame.message)
-        else:
-            await self.push_frame(frame)
+    async def _hold(self) -> None:
+        self._server.start(self)
 
 
-class SingleClientWebsocketServerOutputTransport(BaseOutputTransport):
+class SingleClientWebsocketServerOutputTransport(DropinOutputTransport):
     """Frames to the client, serialized by Pipecat's serializer, audio paced by the core
     (``_output.PacedOutput``)."""
 
@@ -406,91 +347,11 @@ class SingleClientWebsocketServerOutputTransport(BaseOutputTransport):
         params: SingleClientWebsocketServerParams,
         **kwargs: Any,
     ) -> None:
-        super().__init__(params, **kwargs)
-        self._transport = transport
-        self._settings = params
-        self._paced = PacedOutput(
-            PipecatCodec(params.serializer, logger),
-            add_wav_header=params.add_wav_header,
-            channels=params.audio_out_channels,
-        )
+        super().__init__(transport, transport._server, params, logger=logger, **kwargs)
+        self._server = transport._server
 
-    @property
-    def _codec(self) -> PipecatCodec:
-        return self._paced.codec
-
-    def _link(self) -> Link | None:
-        handle = self._transport._server.client
-        return None if handle is None else _HandleLink(handle)
-
-    async def setup(self, setup: FrameProcessorSetup) -> None:  # type: ignore[override]
-        await super().setup(setup)
-        if self._settings.serializer:
-            await self._settings.serializer.setup(setup)
-
-    async def start(self, frame: StartFrame) -> None:
-        await super().start(frame)
-        self._transport._server.acquire()
-        await self.set_transport_ready(frame)
-
-    async def stop(self, frame: EndFrame) -> None:
-        await super().stop(frame)  # the sender has written everything, end silence included
-        await self._paced.end(self._link(), frame)
-        await self._transport._server.release()
-
-    async def cancel(self, frame: CancelFrame) -> None:
-        await super().cancel(frame)
-        await self._paced.cancel(self._link(), frame)
-        await self._transport._server.cancel()
-
-    async def cleanup(self) -> None:
-        await super().cleanup()
-        await self._transport.cleanup()
-
-    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
-        if isinstance(frame, InterruptionFrame):
-            # The client is told first, then Pipecat drops its queue (and says "stopped").
-            self._paced.mark_interruption()
-            await self._paced.interrupt(self._link(), frame)
-        await super().process_frame(frame, direction)
-
-    async def push_frame(
-        self, frame: Frame, direction: FrameDirection = FrameDirection.DOWNSTREAM
-    ) -> None:
-        if isinstance(frame, BotStoppedSpeakingFrame):
-            await self._paced.settle(self._link())  # leave with the last audio, not a chunk early
-        await super().push_frame(frame, direction)
-
-    async def send_message(
-        self, frame: OutputTransportMessageFrame | OutputTransportMessageUrgentFrame
-    ) -> None:
-        await self._paced.send_message(self._link(), frame)
-
-    async def write_audio_frame(self, frame: OutputAudioRawFrame) -> bool:
-        """Returns once the last chunk has a place in the core's schedule (the chunk before it
-        is due on the wire); False with no client connected (as Pipecat)."""
-        return await self._paced.write_audio(
-            self._link(), frame, chunk_size=self.audio_chunk_size, sample_rate=self.sample_rate
-        )
-
-
-class _HandleLink:
-    """A server client handle as the output's ``Link``."""
-
-    def __init__(self, handle: ClientHandle) -> None:
-        self._handle = handle
-
-    def offer(self, frame: CoreFrame) -> bool:
-        return self._handle.offer(frame)
-
-    async def wait_audio_writable(self) -> None:
-        await self._handle.wait_audio_writable()
-
-    async def drain(self) -> None:
-        await self._handle.drain()
-
-    async def send(self, frame: CoreFrame) -> None:
-        await self._handle.output().send(frame)
+    async def _hold(self) -> None:
+        self._server.acquire()
 
 
 class SingleClientWebsocketServerTransport(BaseTransport):
