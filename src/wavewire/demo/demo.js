@@ -223,6 +223,10 @@
 
   function stopAudio() {
     if (!audio) return;
+    // Stats the worklets posted before the close may still be queued: drop them, or a late
+    // one would show audio buffered after the session ended.
+    audio.playback.port.onmessage = null;
+    audio.capture.port.onmessage = null;
     for (const track of audio.stream.getTracks()) track.stop();
     audio.context.close();
     audio = null;
