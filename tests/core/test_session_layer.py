@@ -24,6 +24,7 @@ from wavewire.core.events import (
     ConnectionId,
     ConnectionInfo,
     DisconnectCause,
+    Drained,
     FrameReceived,
     HandshakeFailed,
     MessageDropped,
@@ -307,7 +308,7 @@ class SessionsMachine(RuleBasedStateMachine):
             self.dropped[cid] = self.dropped.get(cid, 0) + 1
             assert event.dropped_total == self.dropped[cid]
         else:
-            assert not isinstance(event, HandshakeFailed), "the sessions never handshake"
+            assert not isinstance(event, HandshakeFailed | Drained), "never handshake or drain"
             self.session_event(event.connection)
 
     def session_event(self, info: ConnectionInfo) -> ConnectionId:
