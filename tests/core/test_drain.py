@@ -67,10 +67,10 @@ def http_get(net: Network, path: str) -> tuple[int, dict[str, object]]:
 
 def test_drain_closes_sessions_left_at_the_deadline_with_1012_then_reports_drained() -> None:
     # No keepalive: the drain deadline is the only timer.
-    net = Network(ServerConfig(client_policy="multi", drain_timeout=30.0, ping_interval=None))
+    net = Network(ServerConfig(client_policy="multi", ping_interval=None))
     a, b = net.connect(), net.connect()
     start = net.clock.now
-    net.server.drain(net.clock.now)
+    net.server.drain(net.clock.now, net.clock.now + 30)
     assert net.server.draining
     assert net.server.next_deadline() == start + 30.0
     net.advance(29.999)
@@ -97,9 +97,9 @@ def test_drain_closes_sessions_left_at_the_deadline_with_1012_then_reports_drain
 
 
 def test_sessions_that_end_before_the_deadline_drain_without_a_1012() -> None:
-    net = Network(ServerConfig(drain_timeout=30.0))
+    net = Network()
     a = net.connect()
-    net.server.drain(net.clock.now)
+    net.server.drain(net.clock.now, net.clock.now + 30)
     net.advance(5)
     a.client.close(net.clock.now, 1000, "bye")
     net.pump()
@@ -111,7 +111,7 @@ def test_sessions_that_end_before_the_deadline_drain_without_a_1012() -> None:
 
 def test_drain_with_no_session_is_drained_at_once() -> None:
     net = Network()
-    net.server.drain(net.clock.now)
+    net.server.drain(net.clock.now, net.clock.now + 30)
     assert net.server.events_received() == [Drained(closed=0)]
     assert net.server.drained
 
@@ -119,7 +119,7 @@ def test_drain_with_no_session_is_drained_at_once() -> None:
 def test_upgrades_during_a_drain_get_503_with_retry_after_and_sessions_go_on() -> None:
     net = Network(ServerConfig(client_policy="replace"))
     a = net.connect()
-    net.server.drain(net.clock.now)
+    net.server.drain(net.clock.now, net.clock.now + 30)
     b = net.connect()
     error = refused_status(b)
     assert error.status_code == 503
@@ -131,9 +131,9 @@ def test_upgrades_during_a_drain_get_503_with_retry_after_and_sessions_go_on() -
 
 
 def test_drain_without_a_deadline_waits_for_sessions_forever() -> None:
-    net = Network(ServerConfig(drain_timeout=None))
+    net = Network()
     a = net.connect()
-    net.server.drain(net.clock.now)
+    net.server.drain(net.clock.now, None)
     net.advance(10_000)
     assert drained(net.server_events) == []
     # The keepalive still runs: the session is alive and untouched.
@@ -150,7 +150,7 @@ def test_a_second_drain_brings_the_deadline_forward_never_back() -> None:
     start = net.clock.now
     net.server.drain(start, start + 10)
     net.server.drain(start, start + 20)  # later: ignored
-    net.server.drain(start)  # drain_timeout (30 s) later: ignored
+    net.server.drain(start, None)  # no deadline: ignored
     assert net.server.next_deadline() == start + 10
     net.server.drain(start, start + 4)
     assert net.server.next_deadline() == start + 4
@@ -233,7 +233,7 @@ def test_healthz_and_readyz_answer_json_and_readyz_turns_503_while_draining() ->
         200,
         {"status": "ready", "sessions": 1, "max_sessions": 3},
     )
-    net.server.drain(net.clock.now)
+    net.server.drain(net.clock.now, net.clock.now + 30)
     assert net.server.load() == Load(1, 3, draining=True)
     assert http_get(net, "/readyz?probe=1") == (
         503,

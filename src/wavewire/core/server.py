@@ -182,15 +182,13 @@ class ServerProtocol:
                 connection.close(code, reason, now, cause=DisconnectCause.SHUTDOWN)
             self._settle(connection, now)
 
-    def drain(self, now: float, deadline: float | None = None) -> None:
+    def drain(self, now: float, deadline: float | None) -> None:
         """Stop adopting: upgrade requests from now on are refused with 503 and
         ``Retry-After`` (``/readyz`` answers 503); sessions run until they end or until
-        ``deadline`` (default ``now + drain_timeout``; None in the config: no deadline), when
+        ``deadline`` (None: until they end; drivers pass ``now + config.drain_timeout``), when
         the rest are closed with 1012 "service restart". ``Drained`` follows once no session is
         left. Connections stay served meanwhile (health checks, close handshakes); call
         ``shutdown`` after ``Drained`` to close what is left."""
-        if deadline is None and self.config.drain_timeout is not None:
-            deadline = now + self.config.drain_timeout
         self._sessions.drain(now, deadline)
         self._settle_touched(now)
 

@@ -55,6 +55,7 @@ from wavewire.core.events import (
     ConnectionId,
     ConnectionInfo,
     DisconnectCause,
+    Drained,
     FrameReceived,
     HandshakeFailed,
     MessageDropped,
@@ -134,7 +135,9 @@ class ClientHandle:
     def input(self) -> FrameInput:
         """Frames from this client (policy ``multi`` only: otherwise ``transport.input()``)."""
         if self._inbox is None:
-            raise RuntimeError("client.input() needs client_policy='multi'; use transport.input()")
+            raise RuntimeError(
+                "client.input() needs client_policy='multi' or a session_key; use transport.input()"
+            )
         return FrameInput(self._inbox[1])
 
     def output(self) -> FrameOutput:
@@ -210,7 +213,9 @@ class WebsocketServerTransport:
         self._tasks: anyio.abc.TaskGroup | None = None
         self._handles: dict[ConnectionId, ClientHandle] = {}
         self._current: ClientHandle | None = None
-        self._multi = self.params.client_policy == "multi"
+        # Several sessions at once (policy multi, or one per session key): each client has its
+        # own input, and transport.input()/output() have no single client to mean.
+        self._multi = self.params.client_policy == "multi" or self.params.session_key is not None
         self._pending: deque[tuple[str, tuple[object, ...]]] = deque()
         self._pending_wake = anyio.Event()
         self._closing = False
@@ -298,12 +303,23 @@ class WebsocketServerTransport:
             self._tasks = None
             await stack.__aexit__(exc_type, exc, tb)
 
+    async def drain(self) -> None:
+        """Graceful drain: stop adopting clients (upgrades are refused with 503 and
+        ``Retry-After``, ``/readyz`` answers 503) and return once every session has ended;
+        those still running after ``drain_timeout`` are closed with 1012 "service restart"
+        (a wavewire client reconnects after it, with backoff). The port stays open meanwhile
+        (health checks); leave the transport afterwards to close it."""
+        await self._driver_or_raise().drain_sessions()
+
     # --- application API ---------------------------------------------------------------------
 
     def input(self) -> FrameInput:
         """Frames from the current client (policies ``replace``/``reject``)."""
         if self._multi:
-            raise RuntimeError("client_policy='multi': read each client's client.input()")
+            raise RuntimeError(
+                "several clients (client_policy='multi' or a session_key):"
+                " read each client's client.input()"
+            )
         if self._inbox_receive is None:
             raise RuntimeError("the transport is not running: use 'async with transport:'")
         return FrameInput(self._inbox_receive)
@@ -311,7 +327,10 @@ class WebsocketServerTransport:
     def output(self) -> FrameOutput:
         """Frames to the current client; dropped while no client is connected (as Pipecat)."""
         if self._multi:
-            raise RuntimeError("client_policy='multi': send with each client's client.output()")
+            raise RuntimeError(
+                "several clients (client_policy='multi' or a session_key):"
+                " send with each client's client.output()"
+            )
         return FrameOutput(self._send_current)
 
     @property
@@ -369,7 +388,11 @@ class WebsocketServerTransport:
             elif isinstance(event, SessionTimeout):
                 self._queue("on_session_timeout", self._handles[event.connection.id])
             elif isinstance(event, ClientRejected):
-                logger.info("client %s rejected (1013): another is connected", event.connection)
+                logger.info(
+                    "client %d rejected (%d): %s", event.connection.id, event.code, event.reason
+                )
+            elif isinstance(event, Drained):
+                logger.info("drained: %d session(s) closed at the drain deadline", event.closed)
             elif isinstance(event, HandshakeFailed):
                 logger.info(
                     "connection %d: handshake failed (%s): %s",
