@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import logging
 import signal
 import ssl
@@ -252,6 +253,11 @@ def build_parser() -> argparse.ArgumentParser:
         "the last), query:NAME or header:NAME; --policy then applies per key (off)",
     )
     serve.add_argument(
+        "--metrics",
+        action="store_true",
+        help="serve Prometheus metrics on GET /metrics (the metrics extra) (off)",
+    )
+    serve.add_argument(
         "--asgi",
         action="store_true",
         help="serve under uvicorn through wavewire.asgi (the asgi extra; --backend asyncio)",
@@ -370,6 +376,20 @@ async def serve(args: argparse.Namespace) -> None:
         raise ValueError("--driver asyncio runs only with --backend asyncio")
     bound_port = [args.port]
     params = make_params(args, listening_port=lambda: bound_port[0])
+    metrics = None
+    if args.metrics:
+        try:
+            from wavewire.metrics import ServerMetrics  # loaded only for --metrics
+        except ImportError:
+            raise ValueError(
+                "--metrics needs prometheus-client: pip install 'wavewire[metrics]'"
+            ) from None
+        metrics = ServerMetrics()
+        params = dataclasses.replace(
+            params,
+            event_observer=metrics.observe,
+            http_handler=metrics.http_handler(fallback=params.http_handler),
+        )
     policy = params.client_policy
     # One echo per client when several sessions run at once (multi, or one per session key).
     per_client = policy == "multi" or params.session_key is not None
@@ -383,6 +403,8 @@ async def serve(args: argparse.Namespace) -> None:
         transport = WebsocketServerTransport(
             params, host=args.host, port=args.port, driver=args.driver
         )
+    if metrics is not None:
+        metrics.bind(transport)
     echoes: anyio.abc.TaskGroup | None = None
 
     @transport.event_handler("on_websocket_ready")

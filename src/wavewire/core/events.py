@@ -15,10 +15,13 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import NewType
+from typing import TYPE_CHECKING, NewType
 
 from .errors import HandshakeError
 from .frames import Frame
+
+if TYPE_CHECKING:
+    from .session.audio import AudioStats
 
 __all__ = [
     "AudioChunkDropped",
@@ -152,6 +155,8 @@ class ClientDisconnected:
     code: int
     reason: str
     cause: DisconnectCause
+    #: The session's output audio counters at its end (None without ``audio_out``).
+    audio: AudioStats | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -74,6 +74,9 @@ class ServerProtocol:
         self._timers: list[tuple[float, int, ConnectionId]] = []
         self._scheduled: dict[ConnectionId, float] = {}
         self._tiebreak = itertools.count()
+        #: Bytes fed to ``receive_data`` and returned by ``data_to_send``, over all connections.
+        self.bytes_received = 0
+        self.bytes_sent = 0
 
     # --- connection inputs -------------------------------------------------------------------
 
@@ -92,6 +95,7 @@ class ServerProtocol:
     def receive_data(self, connection_id: ConnectionId, data: bytes, now: float) -> None:
         """Bytes read from the connection. Never raises for anything the peer sent."""
         connection = self._lookup(connection_id)
+        self.bytes_received += len(data)
         if connection is not None:
             connection.receive_data(data, now)
             self._settle(connection, now)
@@ -216,6 +220,7 @@ class ServerProtocol:
             connection = self._connections[connection_id]
             transmit = connection.take_output()
             if transmit is not None:
+                self.bytes_sent += len(transmit.data)
                 transmits.append(transmit)
             if connection.finished:
                 del self._connections[connection_id]

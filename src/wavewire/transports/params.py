@@ -27,6 +27,7 @@ from wavewire.core.config import (
     _check_positive,
 )
 from wavewire.core.errors import HandshakeRejected
+from wavewire.core.events import ServerEvent
 from wavewire.core.serializers.base import FrameSerializer
 from wavewire.core.serializers.protobuf import ProtobufFrameSerializer
 from wavewire.core.session.audio import AudioOutput
@@ -205,6 +206,9 @@ class WebsocketServerParams(TransportParams):
     #: Seconds ``drain()`` (SIGTERM on ``wavewire serve``) lets sessions run before closing
     #: them with 1012 "service restart"; None: until they end.
     drain_timeout: float | None = 30.0
+    #: Called with every batch of the core's server events (all but ``FrameReceived``), in
+    #: order, before the handlers run: where ``wavewire.metrics`` counts. Must not block.
+    event_observer: Callable[[Sequence[ServerEvent]], None] | None = None
 
     def server_config(self) -> ServerConfig:
         """The core configuration these parameters describe (validated there)."""

@@ -35,6 +35,7 @@ import logging
 from collections import deque
 from collections.abc import Callable
 from contextlib import AsyncExitStack
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Literal, TypeVar, get_args
 
@@ -69,7 +70,7 @@ from wavewire.transports.events import EventHandlers
 from wavewire.transports.params import WebsocketServerParams
 from wavewire.transports.streams import AudioInputGate, FrameInput, FrameOutput, check_output
 
-__all__ = ["ClientHandle", "DriverName", "WebsocketServerTransport"]
+__all__ = ["ClientHandle", "DriverName", "WebsocketServerTransport", "WireStats"]
 
 logger = logging.getLogger("wavewire.server")
 
@@ -86,6 +87,15 @@ SERVER_EVENTS = (
     "on_session_timeout",
     "on_websocket_ready",
 )
+
+
+@dataclass(frozen=True, slots=True)
+class WireStats:
+    """``WebsocketServerTransport.wire_stats()``: the core's own wire counters."""
+
+    connections: int
+    bytes_received: int
+    bytes_sent: int
 
 
 class ClientHandle:
@@ -348,6 +358,18 @@ class WebsocketServerTransport:
         """Received audio frames dropped because they held a partial sample frame."""
         return self._audio_in.dropped
 
+    def wire_stats(self) -> WireStats | None:
+        """TCP connections open and bytes moved, as wavewire's own core counts them; None
+        when another server owns the wire (``wavewire.asgi``) or the transport is stopped."""
+        protocol = getattr(self._driver, "protocol", None)
+        if not isinstance(protocol, ServerProtocol):
+            return None
+        return WireStats(
+            connections=protocol.connection_count,
+            bytes_received=protocol.bytes_received,
+            bytes_sent=protocol.bytes_sent,
+        )
+
     @property
     def address(self) -> tuple[str, int]:
         """The bound address (read the port from here when listening on port 0)."""
@@ -356,6 +378,12 @@ class WebsocketServerTransport:
     # --- ServerEventSink (called by the driver) ----------------------------------------------
 
     def on_events(self, events: list[ServerEvent]) -> None:
+        observer = self.params.event_observer
+        if observer is not None:
+            try:
+                observer(events)
+            except Exception:
+                logger.exception("event observer failed")
         for event in events:
             if isinstance(event, ClientConnected):
                 handle = ClientHandle(self, event.connection)

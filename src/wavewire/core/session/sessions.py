@@ -167,7 +167,11 @@ class Sessions:
         self._forget(session)
         self._events.append(
             ClientDisconnected(
-                connection=session.info, code=ended.code, reason=ended.reason, cause=ended.cause
+                connection=session.info,
+                code=ended.code,
+                reason=ended.reason,
+                cause=ended.cause,
+                audio=session.outbound.stats,
             )
         )
         self._check_drained()
@@ -390,6 +394,7 @@ class Sessions:
                 code=1000,
                 reason=REPLACED_REASON,
                 cause=DisconnectCause.REPLACED,
+                audio=session.outbound.stats,
             )
         )
         self._close_link(session.link, 1000, REPLACED_REASON, now, drop_pending=True)
