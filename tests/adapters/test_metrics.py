@@ -140,3 +140,29 @@ def test_observe_counts_each_event_kind() -> None:
     assert seen[("wavewire_audio_late_seconds_total", ())] == 0.25
     # Unbound: no wire metrics (nothing to read them from).
     assert ("wavewire_connections_open", ()) not in seen
+
+
+def test_nothing_else_in_wavewire_imports_the_metrics_or_prometheus_client() -> None:
+    import pkgutil
+    import subprocess
+    import sys
+
+    import wavewire
+
+    modules = [
+        info.name
+        for info in pkgutil.walk_packages(wavewire.__path__, "wavewire.")
+        if not info.name.startswith(("wavewire.metrics", "wavewire.pipecat"))
+        and info.name != "wavewire.__main__"
+    ]
+    code = "".join(f"import {name}\n" for name in modules) + (
+        "import sys\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'prometheus_client'"
+        " or m == 'wavewire.metrics'))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+    assert "wavewire.cli" in modules
