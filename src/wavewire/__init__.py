@@ -10,6 +10,7 @@ from wavewire.core.admission import (
     HttpRequest,
     HttpResponse,
     Reject,
+    SessionKey,
 )
 from wavewire.core.errors import (
     HandshakeError,
@@ -84,6 +85,7 @@ __all__ = [
     "ReconnectPolicy",
     "Reject",
     "SerializationError",
+    "SessionKey",
     "TTSStoppedFrame",
     "TextFrame",
     "TranscriptionFrame",

@@ -61,7 +61,14 @@ import anyio.lowlevel
 from wavewire.adapters.errors import ConnectionClosed
 from wavewire.adapters.sink import ListenOptions, ServerDriver, ServerEventSink
 from wavewire.adapters.timer import DeadlineTimer
-from wavewire.core.admission import Denial, HandshakeRequest, HttpRequest, admit
+from wavewire.core.admission import (
+    Denial,
+    HandshakeRequest,
+    HttpRequest,
+    Load,
+    admit,
+    health_response,
+)
 from wavewire.core.config import ServerConfig
 from wavewire.core.errors import InvalidState
 from wavewire.core.events import (
@@ -221,6 +228,18 @@ class AsgiDriver:
                     await connection.done.wait()
         self._stopped.set()
 
+    async def drain_sessions(self) -> None:
+        """Stop adopting (new WebSockets get 503, ``/readyz`` 503) and wait until every
+        session has ended, those still running at ``drain_timeout`` closed with 1012."""
+        now = anyio.current_time()
+        timeout = self.config.drain_timeout
+        self.sessions.drain(now, None if timeout is None else now + timeout)
+        self._flush()
+        while not self.sessions.drained:  # Drained comes from a flush: wait for the next one
+            if self._flushed is None:
+                self._flushed = anyio.Event()
+            await self._flushed.wait()
+
     async def aclose(self) -> None:
         await anyio.lowlevel.checkpoint()
 
@@ -275,7 +294,7 @@ class AsgiDriver:
         decision = (
             Denial(503, "server shutting down", (), b"")
             if self._shutting_down
-            else admit(request, self.config)
+            else admit(request, self.config, self.sessions.load())
         )
         if isinstance(decision, Denial):
             failed = HandshakeFailed(
@@ -301,6 +320,9 @@ class AsgiDriver:
             path=request.path,
             headers=request.headers,
             subprotocol=decision.subprotocol,
+            session_key=None
+            if self.config.session_key is None
+            else self.config.session_key.of(request),
         )
         await self._run(info, receive, send)
 
@@ -623,6 +645,14 @@ class AsgiServerTransport(WebsocketServerTransport):
     async def _http(self, scope: Scope, send: Send) -> None:
         handler = self.params.http_handler
         request = _handshake_request(scope)
+        driver = self._asgi_driver
+        if self._config.health_checks and scope.get("method", "GET") in ("GET", "HEAD"):
+            load = driver.sessions.load() if driver is not None else Load(draining=True)
+            health = health_response(request.path, load)
+            if health is not None:
+                headers = _encode_headers(health.headers)
+                await _http_response(send, health.status_code, headers, health.body)
+                return
         if handler is not None:
             try:
                 answer = handler(
@@ -660,6 +690,8 @@ async def serve_with_uvicorn(
 ) -> None:
     """Serve ``transport`` with uvicorn (the ``asgi`` extra) until SIGINT or SIGTERM; ``main``
     runs while the transport does (``wavewire serve --asgi`` runs its echo loop there).
+    SIGTERM drains first (``transport.drain()``: new WebSockets get 503, sessions run until
+    they end or ``drain_timeout``, then 1012); SIGINT, or a second signal, stops at once.
 
     uvicorn is set up as docs/asgi.md recommends: the wsproto implementation, permessage-deflate
     off, ``--ws-max-size`` at the params' ``max_message_size``, its keepalive at their
@@ -698,14 +730,25 @@ async def serve_with_uvicorn(
     )
     server = _QuietServer(config)
 
-    async def stop_on_signal(signals: AsyncIterator[int]) -> None:
+    async def drain_then_stop() -> None:
+        await transport.drain()
+        logger.info("drained: shutting down")
+        server.should_exit = True
+
+    async def stop_on_signal(signals: AsyncIterator[int], tg: anyio.abc.TaskGroup) -> None:
+        draining = False
         async for signum in signals:
+            if signum == signal.SIGTERM and not draining and transport._driver is not None:
+                draining = True
+                logger.info("SIGTERM: draining (at most %s s)", params.drain_timeout)
+                tg.start_soon(drain_then_stop)
+                continue
             logger.info("%s: shutting down", signal.Signals(signum).name)
             server.should_exit = True
 
     # Our signal handling, as without --asgi (uvicorn's re-raises the signal once stopped).
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with anyio.create_task_group() as tg:
-            tg.start_soon(stop_on_signal, signals)
+            tg.start_soon(stop_on_signal, signals, tg)
             await server.serve()
             tg.cancel_scope.cancel()

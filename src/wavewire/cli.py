@@ -4,7 +4,10 @@ Audio in (16 kHz mono) is sent back out, text and transport messages are echoed 
 ``{"type": "interrupt"}`` is answered with an ``InterruptionFrame`` instead, ``{"type": "ping"}``
 ahead of queued audio), lifecycle events are logged one line each. Plain HTTP ``GET /`` gets
 the browser demo page (``wavewire.demo``); browsers may connect only from its origins and those
-given with ``--allow-origin``. Ctrl-C or SIGTERM shut it down cleanly (clients get 1001).
+given with ``--allow-origin``. SIGTERM drains (new clients get 503, sessions run until they end
+or ``--drain-timeout``, then 1012 "service restart"), then exits 0; Ctrl-C (SIGINT), or a
+second signal during a drain, shuts down at once (clients get 1001). ``GET /healthz`` and
+``GET /readyz`` answer health checks; ``--session-key`` gives each key its own session.
 ``--echo-raw`` echoes every WebSocket message verbatim instead (text as text, binary as binary,
 no serializer), to every client at once: the mode that conformance suites (Autobahn) test.
 
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import logging
 import signal
 import ssl
@@ -32,7 +36,7 @@ import anyio.abc
 from wavewire.adapters.anyio_client import ConnectError
 from wavewire.adapters.errors import ConnectionClosed
 from wavewire.adapters.ratelimit import LogLimiter
-from wavewire.core.admission import Accept, HandshakeRequest, Reject
+from wavewire.core.admission import Accept, HandshakeRequest, Reject, SessionKey
 from wavewire.core.config import DEFAULT_MAX_MESSAGE_SIZE
 from wavewire.core.errors import HandshakeError
 from wavewire.core.frames import (
@@ -154,6 +158,23 @@ SERIALIZER_HELP = (
 )
 
 
+def session_key_spec(text: str) -> SessionKey:
+    """``--session-key``: ``path``, ``path:INDEX``, ``query:NAME`` or ``header:NAME``."""
+    source, _, name = text.partition(":")
+    try:
+        if source == "path":
+            return SessionKey("path", segment=int(name) if name else -1)
+        if source == "query":
+            return SessionKey("query", name)
+        if source == "header":
+            return SessionKey("header", name)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"bad session key {text!r}: {exc}") from None
+    raise argparse.ArgumentTypeError(
+        f"bad session key {text!r}: use path[:INDEX], query:NAME or header:NAME"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="wavewire",
@@ -217,6 +238,33 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"largest message accepted, in bytes ({DEFAULT_MAX_MESSAGE_SIZE})",
     )
     serve.add_argument("--compression", action="store_true", help="accept permessage-deflate (off)")
+    serve.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=30.0,
+        metavar="S",
+        help="on SIGTERM, seconds sessions may run before they are closed with 1012 (30)",
+    )
+    serve.add_argument(
+        "--max-sessions",
+        type=int,
+        default=None,
+        metavar="N",
+        help="most sessions at once: /readyz says 503 at N, newcomers get 1013 (no cap)",
+    )
+    serve.add_argument(
+        "--session-key",
+        type=session_key_spec,
+        default=None,
+        metavar="SPEC",
+        help="read a session key from each request: path[:INDEX] (a path segment, default "
+        "the last), query:NAME or header:NAME; --policy then applies per key (off)",
+    )
+    serve.add_argument(
+        "--metrics",
+        action="store_true",
+        help="serve Prometheus metrics on GET /metrics (the metrics extra) (off)",
+    )
     serve.add_argument(
         "--asgi",
         action="store_true",
@@ -282,6 +330,9 @@ def make_params(
     """The server's parameters; ``listening_port`` gives the bound port (for ``--port 0``)."""
     common: dict[str, Any] = {
         "session_timeout": args.session_timeout,
+        "drain_timeout": args.drain_timeout,
+        "max_sessions": args.max_sessions,
+        "session_key": args.session_key,
         "max_message_size": args.max_message_size,
         "compression": args.compression,
         "ssl_context": server_ssl_context(args),
@@ -333,7 +384,23 @@ async def serve(args: argparse.Namespace) -> None:
         raise ValueError("--driver asyncio runs only with --backend asyncio")
     bound_port = [args.port]
     params = make_params(args, listening_port=lambda: bound_port[0])
+    metrics = None
+    if args.metrics:
+        try:
+            from wavewire.metrics import ServerMetrics  # loaded only for --metrics
+        except ImportError:
+            raise ValueError(
+                "--metrics needs prometheus-client: pip install 'wavewire[metrics]'"
+            ) from None
+        metrics = ServerMetrics()
+        params = dataclasses.replace(
+            params,
+            event_observer=metrics.observe,
+            http_handler=metrics.http_handler(fallback=params.http_handler),
+        )
     policy = params.client_policy
+    # One echo per client when several sessions run at once (multi, or one per session key).
+    per_client = policy == "multi" or params.session_key is not None
     if args.asgi:
         if args.backend != "asyncio":
             raise ValueError("--asgi runs only with --backend asyncio (uvicorn)")
@@ -344,6 +411,8 @@ async def serve(args: argparse.Namespace) -> None:
         transport = WebsocketServerTransport(
             params, host=args.host, port=args.port, driver=args.driver
         )
+    if metrics is not None:
+        metrics.bind(transport)
     echoes: anyio.abc.TaskGroup | None = None
 
     @transport.event_handler("on_websocket_ready")
@@ -365,7 +434,7 @@ async def serve(args: argparse.Namespace) -> None:
     @transport.event_handler("on_client_connected")
     def on_connected(transport: WebsocketServerTransport, client: ClientHandle) -> None:
         logger.info("%s connected", _describe(client))
-        if echoes is not None and policy == "multi":
+        if echoes is not None and per_client:
             echoes.start_soon(_echo_client, client, echo_raw if args.echo_raw else echo)
 
     @transport.event_handler("on_client_disconnected")
@@ -387,7 +456,7 @@ async def serve(args: argparse.Namespace) -> None:
             nonlocal echoes
             async with anyio.create_task_group() as tg:
                 echoes = tg
-                if policy != "multi":
+                if not per_client:
                     tg.start_soon(echo, transport.input(), transport.output())
                 await anyio.sleep_forever()
 
@@ -406,18 +475,30 @@ async def serve(args: argparse.Namespace) -> None:
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with transport, anyio.create_task_group() as tg:
             echoes = tg
-            if policy != "multi":
+            if not per_client:
 
                 def peer() -> object:
                     current = transport.client  # whose frames transport.input() gives now
                     return f"client {current.id}" if current is not None else "client"
 
                 tg.start_soon(echo, transport.input(), transport.output(), peer)
+            draining = False
             async for signum in signals:
+                if signum == signal.SIGTERM and not draining:
+                    draining = True
+                    logger.info("SIGTERM: draining (at most %s s)", args.drain_timeout)
+                    tg.start_soon(_drain_then_stop, transport, tg.cancel_scope)
+                    continue
                 logger.info("%s: shutting down", signal.Signals(signum).name)
                 tg.cancel_scope.cancel()
                 break
     logger.info("stopped")
+
+
+async def _drain_then_stop(transport: WebsocketServerTransport, scope: anyio.CancelScope) -> None:
+    await transport.drain()
+    logger.info("drained: shutting down")
+    scope.cancel()
 
 
 async def _echo_client(

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
+import contextlib
+import json
 import os
 import signal
 import socket
@@ -173,3 +176,70 @@ def test_keyfile_without_certfile_is_one_line_and_exit_1() -> None:
     )
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == ["wavewire: --keyfile needs --certfile"]
+
+
+async def _http_get(port: int, path: str) -> tuple[int, bytes]:
+    async with await anyio.connect_tcp("127.0.0.1", port) as stream:
+        await stream.send(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+        data = b""
+        with contextlib.suppress(anyio.EndOfStream, anyio.BrokenResourceError):
+            while b"}" not in data:
+                data += await stream.receive()
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split()[1]), body
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+@pytest.mark.parametrize(
+    ("backend", "extra"),
+    [("asyncio", ()), ("trio", ("--driver", "anyio")), ("asyncio", ("--asgi",))],
+    ids=["asyncio", "trio", "asgi"],
+)
+async def test_sigterm_drains_sessions_then_exits_0(backend: str, extra: tuple[str, ...]) -> None:
+    port = free_port()
+    args = command(
+        "--port", str(port), "--backend", backend, "--session-key", "query:sid",
+        "--drain-timeout", "1", *extra,
+    )  # fmt: skip
+    with anyio.fail_after(LIMIT * 3):
+        async with await anyio.open_process(args, env=environment()) as process:
+            assert process.stderr is not None
+            # uvicorn binds after the lifespan started the transport: wait for its own line.
+            ready = b"Uvicorn running" if "--asgi" in extra else b"listening on ws://"
+            await read_until(process.stderr, ready)
+            assert (await _http_get(port, "/readyz"))[0] == 200
+            async with connect(port, "/ws?sid=a") as leaving, connect(port, "/ws?sid=b") as b:
+                # Each key has its own session and its own echo.
+                for client, text in ((leaving, "to a"), (b, "to b")):
+                    await client.send(TextFrame(text=text))
+                    reply = await client.next_frame()
+                    assert isinstance(reply, TextFrame) and reply.text == text
+                process.send_signal(signal.SIGTERM)
+                await read_until(process.stderr, b"SIGTERM: draining")
+                status, body = await _http_get(port, "/readyz")
+                assert (status, json.loads(body)["status"]) == (503, "draining")
+                assert (await leaving.close()).code == 1000
+                # The other session still works until the drain deadline, then gets 1012.
+                await b.send(TextFrame(text="still here"))
+                reply = await b.next_frame()
+                assert isinstance(reply, TextFrame) and reply.text == "still here"
+                ended = await b.next(Disconnected)
+                assert (ended.code, ended.reason) == (1012, "service restart")
+            assert await process.wait() == 0
+            log = await read_until(process.stderr, b"stopped")
+            assert b"drained: shutting down" in log
+            assert b"Traceback" not in log
+
+
+def test_session_key_specs() -> None:
+    from wavewire import SessionKey
+    from wavewire.cli import session_key_spec
+
+    assert session_key_spec("path") == SessionKey("path")
+    assert session_key_spec("path:0") == SessionKey("path", segment=0)
+    assert session_key_spec("query:sid") == SessionKey("query", "sid")
+    assert session_key_spec("header:X-Id") == SessionKey("header", "x-id")
+    for bad in ("cookie:x", "query", "path:x", "header:"):
+        with pytest.raises(argparse.ArgumentTypeError, match="bad session key"):
+            session_key_spec(bad)

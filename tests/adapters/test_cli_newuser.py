@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.metadata
 import math
 import re
+import signal
 import socket
 import struct
 import subprocess
@@ -67,7 +68,9 @@ def echo_server(port: int | None = None, *options: str) -> Iterator[int]:
                 time.sleep(0.02)
             yield port
         finally:
-            process.terminate()
+            # SIGINT stops at once; SIGTERM would drain clients still connected (a browser tab)
+            # for up to --drain-timeout.
+            process.send_signal(signal.SIGINT)
             process.wait(timeout=LIMIT)
 
 

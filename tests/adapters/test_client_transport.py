@@ -3,6 +3,7 @@ wavewire's own server transport, the ``websockets`` server, odd servers and the 
 
 from __future__ import annotations
 
+import signal
 import struct
 import wave
 from pathlib import Path
@@ -469,7 +470,7 @@ async def test_cli_connect_sends_a_wav_and_records_the_echo(tmp_path: Path) -> N
             assert server.stderr is not None
             await read_until(server.stderr, b"listening on")
             result = await anyio.run_process(connect, env=environment(), check=False)
-            server.terminate()
+            server.send_signal(signal.SIGINT)  # at once (SIGTERM drains)
     assert result.returncode == 0, result.stderr.decode()
     # Its pacing: test_cli_newuser.py::test_connect_sends_on_a_real_time_schedule (synthetic
     # clock).

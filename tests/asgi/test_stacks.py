@@ -317,3 +317,26 @@ async def test_admission_answers_with_the_real_status_and_body(
                 assert recorder.names()[0] == ("on_client_connected", 2)
             else:
                 assert recorder.names() == []
+
+
+async def test_drain_refuses_newcomers_with_503_then_closes_sessions_with_1012(
+    stack: str,
+) -> None:
+    params = make_params(client_policy="multi", drain_timeout=0.5)
+    with anyio.fail_after(LIMIT):
+        async with serve(stack, params) as (transport, recorder, port), client(port) as ws:
+            await recorder.wait("on_client_connected")
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(transport.drain)
+                await anyio.sleep(0.05)
+                stream = await anyio.connect_tcp("127.0.0.1", port)
+                async with stream:
+                    await stream.send(upgrade_request(path=PATH))
+                    head, _ = await read_head(stream)
+                    assert head.startswith(b"HTTP/1.1 503 "), head
+                    assert b"retry-after: 1" in head.lower()
+                closed = await ws.next(Disconnected)
+                assert (closed.code, closed.reason) == (1012, "service restart")
+            assert recorder.names() == [("on_client_connected", 1), ("on_client_disconnected", 1)]
+            disconnect = recorder.handles[0].disconnect
+            assert disconnect is not None and disconnect.cause is DisconnectCause.DRAINED

@@ -31,6 +31,7 @@ from wavewire.core.events import (
     ConnectionId,
     DisconnectCause,
     Disconnected,
+    Drained,
     FrameReceived,
     HandshakeFailed,
     MessageDropped,
@@ -126,6 +127,7 @@ class Harness:
 def _event_cid(event: ServerEvent) -> int:
     if isinstance(event, HandshakeFailed):
         return event.connection_id
+    assert not isinstance(event, Drained)
     return event.connection.id
 
 

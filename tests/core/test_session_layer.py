@@ -24,6 +24,7 @@ from wavewire.core.events import (
     ConnectionId,
     ConnectionInfo,
     DisconnectCause,
+    Drained,
     FrameReceived,
     HandshakeFailed,
     MessageDropped,
@@ -262,6 +263,10 @@ class SessionsMachine(RuleBasedStateMachine):
         self.dropped: dict[ConnectionId, int] = {}
         self.shut_down = False
         self.ending: set[ConnectionId] = set()
+        self.drain_deadline: float | None = None  # set by the drain rule
+        self.draining = False
+        self.drained = 0  # Drained events seen
+        self.drain_closed: set[ConnectionId] = set()  # closed with 1012 at the deadline
 
     # --- the model's checks, after every call ------------------------------------------------
 
@@ -277,6 +282,7 @@ class SessionsMachine(RuleBasedStateMachine):
             cid = event.connection.id
             assert cid not in self.connected and cid not in self.rejected
             assert not self.shut_down
+            assert not self.draining, "adopted during a drain"
             if self.policy != "multi":
                 assert self.open == [], f"policy {self.policy}: {self.open} still open"
             self.connected[cid] = event.connection
@@ -286,16 +292,25 @@ class SessionsMachine(RuleBasedStateMachine):
             cid = self.session_event(event.connection)
             self.open.remove(cid)
             self.disconnected.add(cid)
+            if event.cause is DisconnectCause.DRAINED:
+                assert self.drain_deadline is not None and self.now >= self.drain_deadline
+                assert (event.code, event.reason) == (1012, "service restart")
             if event.cause is DisconnectCause.REPLACED:
                 assert self.policy == "replace"
                 assert (event.code, event.reason) == (1000, REPLACED_REASON)
                 assert following and isinstance(following[0], ClientConnected)
         elif isinstance(event, ClientRejected):
             cid = event.connection.id
-            assert self.policy == "reject" and len(self.open) == 1
             closed = self.links[cid].closed
-            assert closed is not None and closed[:2] == (REJECTED_CODE, REJECTED_REASON)
+            if self.draining:
+                assert closed is not None and closed[:2] == (1012, "service restart")
+            else:
+                assert self.policy == "reject" and len(self.open) == 1
+                assert closed is not None and closed[:2] == (REJECTED_CODE, REJECTED_REASON)
             self.rejected.add(cid)
+        elif isinstance(event, Drained):
+            assert self.draining and self.open == [] and self.drained == 0
+            self.drained += 1
         elif isinstance(event, SessionTimeout):
             cid = self.session_event(event.connection)
             assert cid not in self.timed_out, "a second SessionTimeout"
@@ -378,8 +393,10 @@ class SessionsMachine(RuleBasedStateMachine):
     @rule(dt=st.sampled_from([0.0, 0.01, 0.04, 0.5, TIMEOUT]))
     def advance(self, dt: float) -> None:
         self.now += dt
+        was_open = self.open_links()
         self.sessions.handle_timer(self.now)
         self.settle()
+        self.check_drain_deadline(was_open)
 
     @precondition(lambda self: not self.shut_down)
     @rule()
@@ -393,7 +410,43 @@ class SessionsMachine(RuleBasedStateMachine):
         for cid in still_open:
             assert self.links[cid].closed == (1001, "bye", False, DisconnectCause.SHUTDOWN)
 
+    @precondition(lambda self: not self.shut_down)
+    @rule(dt=st.sampled_from([None, 0.0, 0.04, 0.5, TIMEOUT]))
+    def drain(self, dt: float | None) -> None:
+        deadline = None if dt is None else self.now + dt
+        if self.drained == 0 and deadline is not None:
+            current = self.drain_deadline if self.draining else None
+            if current is None or deadline < current:
+                self.drain_deadline = deadline  # brought forward, never back
+        self.draining = True
+        was_open = self.open_links()
+        self.sessions.drain(self.now, deadline)
+        self.settle()
+        self.check_drain_deadline(was_open)
+
+    def open_links(self) -> list[ConnectionId]:
+        return [cid for cid in self.open if self.links[cid].is_open]
+
+    def check_drain_deadline(self, was_open: list[ConnectionId]) -> None:
+        """Past the drain deadline, every session still open was closed with 1012."""
+        if self.drain_deadline is None or self.now < self.drain_deadline:
+            return
+        for cid in was_open:
+            if cid not in self.drain_closed:
+                closed = self.links[cid].closed
+                expected = (1012, "service restart", False, DisconnectCause.DRAINED)
+                assert closed == expected, closed
+        self.drain_closed.update(self.open)
+
     # --- invariants --------------------------------------------------------------------------
+
+    @invariant()
+    def a_drain_ends_once_no_session_is_left(self) -> None:
+        assert self.sessions.draining == self.draining
+        if self.draining:
+            assert self.drained == (1 if not self.open else 0)
+            if self.drain_deadline is not None and self.now >= self.drain_deadline:
+                assert all(not self.links[cid].is_open for cid in self.open)
 
     @invariant()
     def clients_match_the_model(self) -> None:
@@ -407,7 +460,7 @@ class SessionsMachine(RuleBasedStateMachine):
         assert deadline is None or deadline > self.now, "a deadline left behind"
         for cid in self.open:
             due = self.connected_at[cid] + TIMEOUT
-            if not self.shut_down and cid not in self.timed_out:
+            if not self.shut_down and cid not in self.timed_out | self.drain_closed:
                 assert self.now < due, f"session {cid} passed its timeout without the event"
 
     @invariant()

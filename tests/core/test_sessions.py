@@ -11,6 +11,7 @@ from wavewire.core.events import (
     ClientRejected,
     DisconnectCause,
     Disconnected,
+    Drained,
     FrameReceived,
     HandshakeFailed,
     ServerEvent,
@@ -26,7 +27,7 @@ def kinds(events: list[ServerEvent]) -> list[tuple[str, int]]:
     """Each event as (type name, connection id), for exact order assertions."""
     out: list[tuple[str, int]] = []
     for event in events:
-        assert not isinstance(event, HandshakeFailed)
+        assert not isinstance(event, HandshakeFailed | Drained)
         out.append((type(event).__name__, event.connection.id))
     return out
 

@@ -139,6 +139,19 @@ class AnyioServerDriver:
                     await connection.done.wait()
         self._stopped.set()
 
+    async def drain_sessions(self) -> None:
+        """Stop adopting (upgrades get 503, ``/readyz`` 503; the listener stays open for health
+        checks and close handshakes) and wait until every session has ended: closed with 1012
+        at ``drain_timeout``, if still running (``ServerProtocol.drain``)."""
+        now = anyio.current_time()
+        timeout = self.protocol.config.drain_timeout
+        self.protocol.drain(now, None if timeout is None else now + timeout)
+        self._flush()
+        while not self.protocol.drained:  # Drained comes from a flush: wait for the next one
+            if self._flushed is None:
+                self._flushed = anyio.Event()
+            await self._flushed.wait()
+
     async def aclose(self) -> None:
         """Close the listener; only before ``serve`` (``shutdown`` closes it otherwise)."""
         with contextlib.suppress(*READ_ERRORS):

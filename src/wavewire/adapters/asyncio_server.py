@@ -371,6 +371,17 @@ class AsyncioServerDriver:
                 self._timer = self._armed = None
             self._stopped.set()
 
+    async def drain_sessions(self) -> None:
+        """Stop adopting and wait until every session has ended (``ServerDriver``)."""
+        now = self._loop.time()
+        timeout = self.protocol.config.drain_timeout
+        self.protocol.drain(now, None if timeout is None else now + timeout)
+        self._flush()
+        while not self.protocol.drained:  # Drained comes from a flush: wait for the next one
+            waiter = self._loop.create_future()
+            self._audio_waiters.append(waiter)  # woken by every flush
+            await waiter
+
     async def aclose(self) -> None:
         """Close the listening sockets (idempotent); connections are not touched."""
         self._close_listeners()

@@ -89,6 +89,11 @@ class ServerDriver(Protocol):
         ``close_timeout`` plus a second), then let ``serve`` return."""
         ...
 
+    async def drain_sessions(self) -> None:
+        """Stop adopting new sessions (refused with 503; ``/readyz`` 503) and wait until every
+        session has ended, those still running at ``drain_timeout`` closed with 1012."""
+        ...
+
     async def aclose(self) -> None:
         """Close the listening sockets (idempotent): for an error before ``serve`` starts."""
         ...

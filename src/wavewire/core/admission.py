@@ -9,16 +9,24 @@ and ``wavewire.asgi`` on an ASGI server's ``websocket.connect``. In order:
 3. the subprotocol: the hook's choice (500 if the client did not offer it), or without a hook
    the first of ``subprotocols`` the client offered.
 
+Before all of these, two refusals that depend on the server's state (``Load``), not on the
+request's merits: a draining server answers 503 with ``Retry-After`` (the client, or the proxy,
+goes elsewhere), and with ``session_key`` configured a request without a key gets 400.
+
+``health_response`` answers ``GET /healthz`` and ``GET /readyz`` from the same ``Load``: small
+JSON bodies, 503 from ``/readyz`` while draining or at ``max_sessions``.
+
 The outcome is ``Accept`` or ``Denial``; rendering a denial (an HTTP response over h11, an
 ``websocket.http.response`` or a 403 ``websocket.close`` under ASGI) is the wire's job.
 """
 
 from __future__ import annotations
 
+import json
 import urllib.parse
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Literal, Protocol
 
 from .headers import NO_BODY_STATUSES, check_headers, check_response_headers
 
@@ -30,10 +38,18 @@ __all__ = [
     "HandshakeRequest",
     "HttpRequest",
     "HttpResponse",
+    "Load",
     "Reject",
+    "SessionKey",
     "admit",
+    "health_response",
     "refusal",
 ]
+
+#: Seconds a draining server asks a refused client to wait (``Retry-After``, RFC 9110 10.2.3).
+DRAIN_RETRY_AFTER = 1
+#: The paths ``health_response`` answers.
+HEALTH_PATHS = ("/healthz", "/readyz")
 
 Headers = tuple[tuple[str, str], ...]
 
@@ -132,6 +148,78 @@ def refusal(
     return Denial(status, detail, (*headers, ("Content-Type", "text/plain; charset=utf-8")), body)
 
 
+@dataclass(frozen=True, slots=True)
+class SessionKey:
+    """Where a request's session key is read: the session's identity across servers (a proxy
+    hashes on it) and within one (the client policy applies per key).
+
+    ``source``: ``"path"`` (segment ``segment`` of the path, 0 the first, -1 the last),
+    ``"query"`` (query parameter ``name``) or ``"header"`` (header ``name``).
+    """
+
+    source: Literal["path", "query", "header"]
+    name: str = ""
+    segment: int = -1
+
+    def __post_init__(self) -> None:
+        if self.source not in ("path", "query", "header"):
+            raise ValueError(f"session key source must be path, query or header: {self.source!r}")
+        if self.source != "path" and not self.name:
+            raise ValueError(f"a {self.source} session key needs a name")
+        if isinstance(self.segment, bool) or not isinstance(self.segment, int):
+            raise ValueError("session key segment must be an int")
+        if self.source == "header":
+            object.__setattr__(self, "name", self.name.lower())
+
+    def of(self, request: HandshakeRequest) -> str | None:
+        """The key ``request`` carries, or None (missing or empty)."""
+        if self.source == "header":
+            value = request.header(self.name)
+        elif self.source == "query":
+            value = next(iter(request.query.get(self.name, ())), None)
+        else:
+            path = urllib.parse.urlsplit(request.path).path
+            segments = [urllib.parse.unquote(s) for s in path.split("/") if s]
+            in_range = -len(segments) <= self.segment < len(segments)
+            value = segments[self.segment] if in_range else None
+        return value or None
+
+
+@dataclass(frozen=True, slots=True)
+class Load:
+    """The server's state as admission and the health checks see it."""
+
+    sessions: int = 0
+    max_sessions: int | None = None
+    draining: bool = False
+
+    @property
+    def ready(self) -> bool:
+        """Would a new session be taken: not draining and under ``max_sessions``."""
+        full = self.max_sessions is not None and self.sessions >= self.max_sessions
+        return not (self.draining or full)
+
+
+def health_response(path: str, load: Load) -> HttpResponse | None:
+    """The answer to ``GET path`` if it is a health check (``/healthz``: the process is alive,
+    always 200; ``/readyz``: 200 if ``load.ready``, else 503), or None."""
+    route = urllib.parse.urlsplit(path).path
+    if route not in HEALTH_PATHS:
+        return None
+    body: dict[str, object]
+    if route == "/healthz":
+        status, body = 200, {"status": "alive"}
+    else:
+        state = "draining" if load.draining else "ready" if load.ready else "full"
+        status = 200 if load.ready else 503
+        body = {"status": state, "sessions": load.sessions, "max_sessions": load.max_sessions}
+    return HttpResponse(
+        status_code=status,
+        headers=(("Content-Type", "application/json"), ("Cache-Control", "no-store")),
+        body=json.dumps(body, separators=(",", ":")).encode() + b"\n",
+    )
+
+
 class AdmissionPolicy(Protocol):
     """What the decision reads from the configuration (``ServerConfig`` provides it)."""
 
@@ -141,14 +229,23 @@ class AdmissionPolicy(Protocol):
     def subprotocols(self) -> Sequence[str]: ...
     @property
     def handshake_hook(self) -> Callable[[HandshakeRequest], Accept | Reject] | None: ...
+    @property
+    def session_key(self) -> SessionKey | None: ...
 
 
 #: Characters of a refused Origin quoted in the 403 body and event: the peer chose its length.
 MAX_ORIGIN_QUOTED = 100
 
 
-def admit(request: HandshakeRequest, policy: AdmissionPolicy) -> Accept | Denial:
+def admit(
+    request: HandshakeRequest, policy: AdmissionPolicy, load: Load | None = None
+) -> Accept | Denial:
     """Decide ``request``; see the module docstring. Never raises for the hook's faults."""
+    if load is not None and load.draining:
+        return refusal(503, "the server is draining", (("Retry-After", str(DRAIN_RETRY_AFTER)),))
+    key = policy.session_key
+    if key is not None and key.of(request) is None:
+        return refusal(400, f"the request carries no session key ({key.source} {key.name})")
     allowed = policy.allowed_origins
     origin = request.origin
     if allowed is not None and origin not in allowed:

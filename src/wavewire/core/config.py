@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from .admission import Accept, HandshakeRequest, HttpRequest, HttpResponse, Reject
+from .admission import Accept, HandshakeRequest, HttpRequest, HttpResponse, Reject, SessionKey
 from .headers import _check_header_value, check_headers
 from .serializers.base import FrameSerializer
 from .serializers.protobuf import ProtobufFrameSerializer
@@ -144,8 +144,18 @@ class ServerConfig(_ConnectionLimits):
     #: Decides each valid upgrade request; the default accepts, choosing a subprotocol from
     #: ``subprotocols``. Runs inside the core: keep it quick and free of I/O.
     handshake_hook: Callable[[HandshakeRequest], Accept | Reject] | None = None
-    #: Answers plain HTTP requests (health checks, a demo page); None or a None result sends 426.
+    #: Answers plain HTTP requests (a demo page); None or a None result sends 426.
     http_handler: Callable[[HttpRequest], HttpResponse | None] | None = None
+    #: Answer ``GET /healthz`` and ``GET /readyz`` (JSON) before ``http_handler`` sees them.
+    health_checks: bool = True
+    #: Where each request's session key is read (``SessionKey``): the client policy then
+    #: applies per key, and a request without one is refused (400). None: per server.
+    session_key: SessionKey | None = None
+    #: Most sessions at once: ``/readyz`` answers 503 at the cap, and a newcomer that would
+    #: add a session is closed with 1013. None: no cap.
+    max_sessions: int | None = None
+    #: Seconds a drain lets sessions run before closing them with 1012; None: until they end.
+    drain_timeout: float | None = 30.0
 
     def __post_init__(self) -> None:
         self._validate()
@@ -154,6 +164,12 @@ class ServerConfig(_ConnectionLimits):
                 f"client_policy must be one of {_POLICIES}, got {self.client_policy!r}"
             )
         _check_positive("session_timeout", self.session_timeout)
+        _check_positive("drain_timeout", self.drain_timeout)
+        _check_count("max_sessions", self.max_sessions, allow_none=True)
+        if not isinstance(self.health_checks, bool):
+            raise TypeError("health_checks must be a bool")
+        if self.session_key is not None and not isinstance(self.session_key, SessionKey):
+            raise TypeError("session_key must be a SessionKey or None")
         if self.allowed_origins is not None:
             if isinstance(self.allowed_origins, str):
                 raise TypeError("allowed_origins must be a sequence of origins, not one str")

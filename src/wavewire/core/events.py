@@ -15,10 +15,13 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import NewType
+from typing import TYPE_CHECKING, NewType
 
 from .errors import HandshakeError
 from .frames import Frame
+
+if TYPE_CHECKING:
+    from .session.audio import AudioStats
 
 __all__ = [
     "AudioChunkDropped",
@@ -33,6 +36,7 @@ __all__ = [
     "ConnectionInfo",
     "DisconnectCause",
     "Disconnected",
+    "Drained",
     "FrameReceived",
     "HandshakeFailed",
     "MessageDropped",
@@ -56,6 +60,8 @@ class ConnectionInfo:
     #: Request headers (server side) or response headers (client side), names lower-cased.
     headers: tuple[tuple[str, str], ...] = field(default=(), compare=False, repr=False)
     subprotocol: str | None = field(default=None, compare=False)
+    #: The request's session key (server side, with ``ServerConfig.session_key``), else None.
+    session_key: str | None = field(default=None, compare=False)
 
     def header(self, name: str) -> str | None:
         """The first value of header ``name`` (case-insensitive), or ``None``."""
@@ -85,6 +91,8 @@ class DisconnectCause(enum.Enum):
     KEEPALIVE_TIMEOUT = "keepalive_timeout"
     #: The server is shutting down.
     SHUTDOWN = "shutdown"
+    #: The server was draining and its drain deadline passed (close code 1012).
+    DRAINED = "drained"
 
 
 # --- events of both roles -----------------------------------------------------------------------
@@ -147,6 +155,8 @@ class ClientDisconnected:
     code: int
     reason: str
     cause: DisconnectCause
+    #: The session's output audio counters at its end (None without ``audio_out``).
+    audio: AudioStats | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -158,10 +168,21 @@ class SessionTimeout:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ClientRejected:
-    """Policy ``reject``: a client completed its handshake while another was adopted; it is
-    closed with 1013 and never adopted."""
+    """A client completed its handshake but is closed and never adopted: policy ``reject``
+    while another client (with the same session key) is adopted, or ``max_sessions`` reached
+    (both 1013), or the server is draining (1012)."""
 
     connection: ConnectionInfo
+    code: int = 1013
+    reason: str = "another client is connected"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Drained:
+    """A drain (``drain()``) is complete: no session is left. ``closed`` sessions were still
+    running at the drain deadline and were closed with 1012; the rest ended on their own."""
+
+    closed: int
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -185,6 +206,7 @@ ServerEvent = (
     | ClientDisconnected
     | SessionTimeout
     | ClientRejected
+    | Drained
     | HandshakeFailed
     | FrameReceived
     | MessageDropped

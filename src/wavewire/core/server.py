@@ -23,6 +23,7 @@ from __future__ import annotations
 import heapq
 import itertools
 
+from .admission import Load
 from .config import ServerConfig
 from .errors import InvalidState
 from .events import (
@@ -37,9 +38,23 @@ from .link import Ended, MessageIn, Opened
 from .protocol.connection import Connection, HandshakeDone, LowEvent, State, Transmit, check_close
 from .protocol.handshake import ServerHandshake, Upgraded
 from .session.audio import AudioStats
-from .session.sessions import REJECTED_CODE, REJECTED_REASON, REPLACED_REASON, Sessions
+from .session.sessions import (
+    DRAIN_CODE,
+    DRAIN_REASON,
+    REJECTED_CODE,
+    REJECTED_REASON,
+    REPLACED_REASON,
+    Sessions,
+)
 
-__all__ = ["REJECTED_CODE", "REJECTED_REASON", "REPLACED_REASON", "ServerProtocol"]
+__all__ = [
+    "DRAIN_CODE",
+    "DRAIN_REASON",
+    "REJECTED_CODE",
+    "REJECTED_REASON",
+    "REPLACED_REASON",
+    "ServerProtocol",
+]
 
 
 class ServerProtocol:
@@ -59,6 +74,9 @@ class ServerProtocol:
         self._timers: list[tuple[float, int, ConnectionId]] = []
         self._scheduled: dict[ConnectionId, float] = {}
         self._tiebreak = itertools.count()
+        #: Bytes fed to ``receive_data`` and returned by ``data_to_send``, over all connections.
+        self.bytes_received = 0
+        self.bytes_sent = 0
 
     # --- connection inputs -------------------------------------------------------------------
 
@@ -66,7 +84,7 @@ class ServerProtocol:
         """Register a new TCP connection; returns its id for the other calls."""
         connection_id = ConnectionId(self._next_id)
         self._next_id += 1
-        handshake = ServerHandshake(self.config, remote)
+        handshake = ServerHandshake(self.config, remote, self._sessions.load)
         connection = Connection(connection_id, self.config, handshake, now)
         self._connections[connection_id] = connection
         if self._shutting_down:
@@ -77,6 +95,7 @@ class ServerProtocol:
     def receive_data(self, connection_id: ConnectionId, data: bytes, now: float) -> None:
         """Bytes read from the connection. Never raises for anything the peer sent."""
         connection = self._lookup(connection_id)
+        self.bytes_received += len(data)
         if connection is not None:
             connection.receive_data(data, now)
             self._settle(connection, now)
@@ -176,6 +195,30 @@ class ServerProtocol:
                 connection.close(code, reason, now, cause=DisconnectCause.SHUTDOWN)
             self._settle(connection, now)
 
+    def drain(self, now: float, deadline: float | None) -> None:
+        """Stop adopting: upgrade requests from now on are refused with 503 and
+        ``Retry-After`` (``/readyz`` answers 503); sessions run until they end or until
+        ``deadline`` (None: until they end; drivers pass ``now + config.drain_timeout``), when
+        the rest are closed with 1012 "service restart". ``Drained`` follows once no session is
+        left. Connections stay served meanwhile (health checks, close handshakes); call
+        ``shutdown`` after ``Drained`` to close what is left."""
+        self._sessions.drain(now, deadline)
+        self._settle_touched(now)
+
+    @property
+    def draining(self) -> bool:
+        """``drain`` was called."""
+        return self._sessions.draining
+
+    @property
+    def drained(self) -> bool:
+        """A drain is complete: no session is left."""
+        return self._sessions.drained
+
+    def load(self) -> Load:
+        """Sessions, the cap and whether draining: what ``/readyz`` reports."""
+        return self._sessions.load()
+
     # --- outputs -----------------------------------------------------------------------------
 
     def data_to_send(self) -> list[Transmit]:
@@ -186,6 +229,7 @@ class ServerProtocol:
             connection = self._connections[connection_id]
             transmit = connection.take_output()
             if transmit is not None:
+                self.bytes_sent += len(transmit.data)
                 transmits.append(transmit)
             if connection.finished:
                 del self._connections[connection_id]
@@ -260,12 +304,14 @@ class ServerProtocol:
             upgrade = connection.upgrade
             assert isinstance(upgrade, Upgraded)
             request = upgrade.request
+            key = self.config.session_key
             info = ConnectionInfo(
                 id=connection.id,
                 remote=request.remote,
                 path=request.path,
                 headers=request.headers,
                 subprotocol=upgrade.subprotocol,
+                session_key=None if key is None else key.of(request),
             )
             self._sessions.adopt(connection, info, now)
         elif isinstance(event, MessageIn):

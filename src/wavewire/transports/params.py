@@ -15,6 +15,7 @@ from wavewire.core.admission import (
     HttpRequest,
     HttpResponse,
     Reject,
+    SessionKey,
 )
 from wavewire.core.config import (
     DEFAULT_MAX_MESSAGE_SIZE,
@@ -26,6 +27,7 @@ from wavewire.core.config import (
     _check_positive,
 )
 from wavewire.core.errors import HandshakeRejected
+from wavewire.core.events import ServerEvent
 from wavewire.core.serializers.base import FrameSerializer
 from wavewire.core.serializers.protobuf import ProtobufFrameSerializer
 from wavewire.core.session.audio import AudioOutput
@@ -188,10 +190,25 @@ class WebsocketServerParams(TransportParams):
     #: authentication (compare tokens with ``hmac.compare_digest``). Runs inside the core:
     #: quick, synchronous, no I/O.
     handshake_hook: Callable[[HandshakeRequest], Accept | Reject] | None = None
-    #: Answers plain HTTP requests on the same port (a health check, a demo page).
+    #: Answers plain HTTP requests on the same port (a demo page).
     http_handler: Callable[[HttpRequest], HttpResponse | None] | None = None
     #: Subprotocols the server speaks, in order of preference.
     subprotocols: Sequence[str] = ()
+    #: Answer ``GET /healthz`` (alive) and ``GET /readyz`` (503 while draining or at
+    #: ``max_sessions``) with small JSON bodies, before ``http_handler``.
+    health_checks: bool = True
+    #: Where each request's session key is read (``SessionKey("path" | "query" | "header",
+    #: ...)``): the client policy applies per key (a proxy hashes on it). None: per server.
+    session_key: SessionKey | None = None
+    #: Most sessions at once: ``/readyz`` answers 503 at the cap, and a newcomer that would
+    #: add a session is closed with 1013. None: no cap.
+    max_sessions: int | None = None
+    #: Seconds ``drain()`` (SIGTERM on ``wavewire serve``) lets sessions run before closing
+    #: them with 1012 "service restart"; None: until they end.
+    drain_timeout: float | None = 30.0
+    #: Called with every batch of the core's server events (all but ``FrameReceived``), in
+    #: order, before the handlers run: where ``wavewire.metrics`` counts. Must not block.
+    event_observer: Callable[[Sequence[ServerEvent]], None] | None = None
 
     def server_config(self) -> ServerConfig:
         """The core configuration these parameters describe (validated there)."""
@@ -212,6 +229,10 @@ class WebsocketServerParams(TransportParams):
             handshake_hook=self.handshake_hook,
             http_handler=self.http_handler,
             subprotocols=self.subprotocols,
+            health_checks=self.health_checks,
+            session_key=self.session_key,
+            max_sessions=self.max_sessions,
+            drain_timeout=self.drain_timeout,
         )
 
 

@@ -36,6 +36,7 @@ import weakref
 from collections import deque
 from collections.abc import Callable
 from contextlib import AsyncExitStack
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Literal, TypeVar, get_args
 
@@ -57,6 +58,7 @@ from wavewire.core.events import (
     ConnectionId,
     ConnectionInfo,
     DisconnectCause,
+    Drained,
     FrameReceived,
     HandshakeFailed,
     MessageDropped,
@@ -70,7 +72,7 @@ from wavewire.transports.events import EventHandlers
 from wavewire.transports.params import WebsocketServerParams
 from wavewire.transports.streams import AudioInputGate, FrameInput, FrameOutput, check_output
 
-__all__ = ["ClientHandle", "DriverName", "WebsocketServerTransport"]
+__all__ = ["ClientHandle", "DriverName", "WebsocketServerTransport", "WireStats"]
 
 
 logger = logging.getLogger("wavewire.server")
@@ -114,6 +116,15 @@ def _ended() -> MemoryObjectReceiveStream[Frame]:
     send.close()
     receive.close()  # reading it ends the iteration (ClosedResourceError -> the end)
     return receive
+
+
+@dataclass(frozen=True, slots=True)
+class WireStats:
+    """``WebsocketServerTransport.wire_stats()``: the core's own wire counters."""
+
+    connections: int
+    bytes_received: int
+    bytes_sent: int
 
 
 class ClientHandle:
@@ -163,13 +174,16 @@ class ClientHandle:
         await self._gone.wait()
 
     def input(self) -> FrameInput:
-        """Frames from this client (policy ``multi`` only: otherwise ``transport.input()``).
+        """Frames from this client (policy ``multi`` or a ``session_key`` only: otherwise
+        ``transport.input()``).
 
         Frames a departed client sent are kept for the readers made before its
         ``on_client_disconnected`` handlers returned; a reader made later ends at once if
         nobody held the input meanwhile (they were freed)."""
         if self._inbox_ref is None:
-            raise RuntimeError("client.input() needs client_policy='multi'; use transport.input()")
+            raise RuntimeError(
+                "client.input() needs client_policy='multi' or a session_key; use transport.input()"
+            )
         inbox = self._live_inbox()
         if inbox is None:
             return FrameInput(_ended())
@@ -255,7 +269,9 @@ class WebsocketServerTransport:
         self._tasks: anyio.abc.TaskGroup | None = None
         self._handles: dict[ConnectionId, ClientHandle] = {}
         self._current: ClientHandle | None = None
-        self._multi = self.params.client_policy == "multi"
+        # Several sessions at once (policy multi, or one per session key): each client has its
+        # own input, and transport.input()/output() have no single client to mean.
+        self._multi = self.params.client_policy == "multi" or self.params.session_key is not None
         self._pending: deque[tuple[str, tuple[object, ...]]] = deque()
         self._pending_wake = anyio.Event()
         self._closing = False
@@ -349,12 +365,23 @@ class WebsocketServerTransport:
             self._tasks = None
             await stack.__aexit__(exc_type, exc, tb)
 
+    async def drain(self) -> None:
+        """Graceful drain: stop adopting clients (upgrades are refused with 503 and
+        ``Retry-After``, ``/readyz`` answers 503) and return once every session has ended;
+        those still running after ``drain_timeout`` are closed with 1012 "service restart"
+        (a wavewire client reconnects after it, with backoff). The port stays open meanwhile
+        (health checks); leave the transport afterwards to close it."""
+        await self._driver_or_raise().drain_sessions()
+
     # --- application API ---------------------------------------------------------------------
 
     def input(self) -> FrameInput:
         """Frames from the current client (policies ``replace``/``reject``)."""
         if self._multi:
-            raise RuntimeError("client_policy='multi': read each client's client.input()")
+            raise RuntimeError(
+                "several clients (client_policy='multi' or a session_key):"
+                " read each client's client.input()"
+            )
         if self._inbox_receive is None:
             raise RuntimeError("the transport is not running: use 'async with transport:'")
         return FrameInput(self._inbox_receive)
@@ -362,7 +389,10 @@ class WebsocketServerTransport:
     def output(self) -> FrameOutput:
         """Frames to the current client; dropped while no client is connected (as Pipecat)."""
         if self._multi:
-            raise RuntimeError("client_policy='multi': send with each client's client.output()")
+            raise RuntimeError(
+                "several clients (client_policy='multi' or a session_key):"
+                " send with each client's client.output()"
+            )
         return FrameOutput(self._send_current)
 
     @property
@@ -380,6 +410,18 @@ class WebsocketServerTransport:
         """Received audio frames dropped because they held a partial sample frame."""
         return self._audio_in.dropped
 
+    def wire_stats(self) -> WireStats | None:
+        """TCP connections open and bytes moved, as wavewire's own core counts them; None
+        when another server owns the wire (``wavewire.asgi``) or the transport is stopped."""
+        protocol = getattr(self._driver, "protocol", None)
+        if not isinstance(protocol, ServerProtocol):
+            return None
+        return WireStats(
+            connections=protocol.connection_count,
+            bytes_received=protocol.bytes_received,
+            bytes_sent=protocol.bytes_sent,
+        )
+
     @property
     def address(self) -> tuple[str, int]:
         """The bound address (read the port from here when listening on port 0)."""
@@ -388,6 +430,12 @@ class WebsocketServerTransport:
     # --- ServerEventSink (called by the driver) ----------------------------------------------
 
     def on_events(self, events: list[ServerEvent]) -> None:
+        observer = self.params.event_observer
+        if observer is not None:
+            try:
+                observer(events)
+            except Exception:
+                logger.exception("event observer failed")
         for event in events:
             if isinstance(event, ClientConnected):
                 handle = ClientHandle(self, event.connection)
@@ -425,9 +473,13 @@ class WebsocketServerTransport:
                 self._log.log(
                     logging.INFO,
                     ("rejected",),
-                    "client %s rejected (1013): another is connected",
+                    "client %s rejected (%d): %s",
                     event.connection,
+                    event.code,
+                    event.reason,
                 )
+            elif isinstance(event, Drained):
+                logger.info("drained: %d session(s) closed at the drain deadline", event.closed)
             elif isinstance(event, HandshakeFailed):
                 self._log.log(
                     logging.INFO,

@@ -12,7 +12,7 @@ import base64
 import binascii
 import http
 import urllib.parse
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import h11
@@ -24,8 +24,10 @@ from wavewire.core.admission import (
     HandshakeRequest,
     HttpRequest,
     HttpResponse,
+    Load,
     Reject,
     admit,
+    health_response,
     refusal,
 )
 from wavewire.core.config import ClientConfig, ServerConfig
@@ -266,11 +268,17 @@ class Refused:
 
 
 class ServerHandshake:
-    """Reads one HTTP request and decides: upgrade, refusal, or a plain HTTP answer."""
+    """Reads one HTTP request and decides: upgrade, refusal, or a plain HTTP answer.
 
-    def __init__(self, config: ServerConfig, remote: object = None) -> None:
+    ``load``: the server's state when the request is complete (admission refuses while
+    draining; ``/readyz`` reports it); without it, an idle server's."""
+
+    def __init__(
+        self, config: ServerConfig, remote: object = None, load: Callable[[], Load] = Load
+    ) -> None:
         self._config = config
         self._remote = remote
+        self._load = load
         self._h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=config.max_head_size)
         self._received = 0
         #: The request is a HEAD: responses to it carry no body.
@@ -318,7 +326,7 @@ class ServerHandshake:
             origin=origins[0] if origins else None,
             remote=self._remote,
         )
-        decision = admit(request, self._config)
+        decision = admit(request, self._config, self._load())
         if isinstance(decision, Denial):
             return self._deny(decision)
         key = _values(headers, "sec-websocket-key")[0]
@@ -342,6 +350,10 @@ class ServerHandshake:
         return Upgraded(request, decision.subprotocol, response, bytes(trailing), deflate)
 
     def _plain_http(self, method: str, target: str, headers: Headers) -> Refused:
+        if self._config.health_checks and method in ("GET", "HEAD"):
+            health = health_response(target, self._load())
+            if health is not None:
+                return self._answer(health)
         handler = self._config.http_handler
         # A 2xx answer to CONNECT would turn the connection into a tunnel (h11 then refuses to
         # send the body), so CONNECT never reaches the handler: it gets the 426 below.
@@ -351,15 +363,18 @@ class ServerHandshake:
             except Exception as exc:
                 return self._refuse(500, f"http handler raised {exc!r}", body=b"")
             if answer is not None:
-                response = _status_line_response(
-                    answer.status_code, answer.headers, answer.body, self._h11, head=self._head
-                )
-                return Refused(answer.status_code, response, "plain HTTP request", failed=False)
+                return self._answer(answer)
         return self._refuse(
             426,
             "not a WebSocket upgrade request",
             (("Upgrade", "websocket"), ("Sec-WebSocket-Version", "13")),
         )
+
+    def _answer(self, answer: HttpResponse) -> Refused:
+        response = _status_line_response(
+            answer.status_code, answer.headers, answer.body, self._h11, head=self._head
+        )
+        return Refused(answer.status_code, response, "plain HTTP request", failed=False)
 
     def _refuse(
         self,

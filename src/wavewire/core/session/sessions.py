@@ -23,6 +23,16 @@ The client policy is a rule applied at adoption:
   current session is untouched.
 * ``multi``: every newcomer is adopted; nothing is replaced.
 
+With ``session_key`` configured, "the current session" is the one with the newcomer's key
+(``ConnectionInfo.session_key``): several keys, one session each. Without it, every session
+has the key None: one per server. ``max_sessions`` closes a newcomer that would add a session
+with 1013 (a replacement adds none).
+
+Drain (``drain(now, deadline)``): no newcomer is adopted any more (the wire refuses them with
+503 before they open; one that opens anyway is closed with 1012); current sessions run on until
+they end or ``deadline``, when the rest are closed with 1012 "service restart" (cause
+``DRAINED``). Once no session is left, ``Drained`` is emitted, once.
+
 Event-order contract (``core/events.py``): exactly one ``ClientConnected`` and later exactly one
 ``ClientDisconnected`` per adopted link; nothing for a session outside that span.
 """
@@ -33,6 +43,7 @@ import heapq
 import itertools
 from dataclasses import dataclass
 
+from wavewire.core.admission import Load
 from wavewire.core.config import ServerConfig
 from wavewire.core.errors import InvalidState
 from wavewire.core.events import (
@@ -42,6 +53,7 @@ from wavewire.core.events import (
     ConnectionId,
     ConnectionInfo,
     DisconnectCause,
+    Drained,
     MessageDropped,
     ServerEvent,
     SessionTimeout,
@@ -54,12 +66,24 @@ from .audio import AudioStats
 from .inbound import deserialize_message
 from .outbound import Outbound
 
-__all__ = ["REJECTED_CODE", "REJECTED_REASON", "REPLACED_REASON", "Sessions"]
+__all__ = [
+    "DRAIN_CODE",
+    "DRAIN_REASON",
+    "FULL_REASON",
+    "REJECTED_CODE",
+    "REJECTED_REASON",
+    "REPLACED_REASON",
+    "Sessions",
+]
 
 #: Reason sent in the close frame of a replaced client.
 REPLACED_REASON = "replaced by a newer connection"
 #: Close code and reason for a newcomer refused under policy ``reject`` (RFC 6455 7.4.1).
 REJECTED_CODE, REJECTED_REASON = 1013, "another client is connected"
+#: Reason of a newcomer closed (1013) because ``max_sessions`` sessions are running.
+FULL_REASON = "the server is at its session limit"
+#: Close code and reason of the sessions a drain closes (RFC 6455 7.4.1, IANA registry).
+DRAIN_CODE, DRAIN_REASON = 1012, "service restart"
 
 
 @dataclass(slots=True, eq=False)
@@ -85,24 +109,39 @@ class Sessions:
         self._timers: list[tuple[float, int, ConnectionId]] = []
         self._scheduled: dict[ConnectionId, float] = {}
         self._tiebreak = itertools.count()
+        # Policies replace/reject: the one session of each session key (None without keys).
+        self._by_key: dict[str | None, ConnectionId] = {}
+        self._draining = False
+        self._drain_deadline: float | None = None
+        self._drain_closed = 0
+        self._drained = False
 
     # --- link events -------------------------------------------------------------------------
 
     def adopt(self, link: Link, info: ConnectionInfo, now: float) -> None:
         """``link`` opened (``info.id == link.id``): adopt it as a session, or reject it."""
-        policy = self.config.client_policy
-        if self._sessions and policy == "reject":
-            self._close_link(link, REJECTED_CODE, REJECTED_REASON, now)
-            self._events.append(ClientRejected(connection=info))
+        config = self.config
+        policy = config.client_policy
+        current = None if policy == "multi" else self._by_key.get(info.session_key)
+        if self._draining:
+            self._refuse(link, info, DRAIN_CODE, DRAIN_REASON, now)
             return
-        if policy == "replace":
-            for old in list(self._sessions.values()):
-                self._detach(old, now)
-        timeout = self.config.session_timeout
+        if current is not None and policy == "reject":
+            self._refuse(link, info, REJECTED_CODE, REJECTED_REASON, now)
+            return
+        cap = config.max_sessions
+        if cap is not None and current is None and len(self._sessions) >= cap:
+            self._refuse(link, info, REJECTED_CODE, FULL_REASON, now)
+            return
+        if current is not None:  # policy replace
+            self._detach(self._sessions[current], now)
+        timeout = config.session_timeout
         # The session timer starts at adoption, for every session (Pipecat arms it once, ever).
-        outbound = Outbound(session_serializer(self.config.serializer), self.config.audio_out)
+        outbound = Outbound(session_serializer(config.serializer), config.audio_out)
         session = _Session(link, info, None if timeout is None else now + timeout, outbound)
         self._sessions[link.id] = session
+        if policy != "multi":
+            self._by_key[info.session_key] = link.id
         self._events.append(ClientConnected(connection=info))
         self._schedule(session)
 
@@ -122,29 +161,70 @@ class Sessions:
 
     def end(self, link_id: ConnectionId, ended: Ended) -> None:
         """The link closed: its session (if any) ends with ``ClientDisconnected``."""
-        session = self._sessions.pop(link_id, None)
+        session = self._sessions.get(link_id)
         if session is None:
             return
-        self._scheduled.pop(link_id, None)
+        self._forget(session)
         self._events.append(
             ClientDisconnected(
-                connection=session.info, code=ended.code, reason=ended.reason, cause=ended.cause
+                connection=session.info,
+                code=ended.code,
+                reason=ended.reason,
+                cause=ended.cause,
+                audio=session.outbound.stats,
             )
         )
+        self._check_drained()
+
+    # --- drain -------------------------------------------------------------------------------
+
+    def drain(self, now: float, deadline: float | None) -> None:
+        """Stop adopting; close the sessions still running at ``deadline`` (None: never) with
+        1012. ``Drained`` follows once none is left (at once if there is none). A second call
+        may bring the deadline forward, never back."""
+        if self._drained:
+            return
+        later = deadline is None or (
+            self._drain_deadline is not None and self._drain_deadline <= deadline
+        )
+        if self._draining and later:
+            return
+        self._draining = True
+        self._drain_deadline = deadline
+        if deadline is not None and now >= deadline:
+            self._close_drained(now)
+        self._check_drained()
+
+    @property
+    def draining(self) -> bool:
+        """``drain`` was called: no newcomer is adopted any more."""
+        return self._draining
+
+    @property
+    def drained(self) -> bool:
+        """A drain is complete: no session is left (``Drained`` was emitted)."""
+        return self._drained
+
+    def load(self) -> Load:
+        """The state admission and the health checks read."""
+        return Load(len(self._sessions), self.config.max_sessions, self._draining)
 
     # --- time ----------------------------------------------------------------------------------
 
     def next_deadline(self) -> float | None:
         """The earliest time at which ``handle_timer`` has something to do, or None."""
+        drain = self._drain_deadline
         while self._timers:
             deadline, _, link_id = self._timers[0]
             if self._scheduled.get(link_id) == deadline:
-                return deadline
+                return deadline if drain is None else min(deadline, drain)
             heapq.heappop(self._timers)  # stale: rescheduled, fired, or its session is gone
-        return None
+        return drain
 
     def handle_timer(self, now: float) -> None:
         """Fire every deadline at or before ``now``; harmless to call early or often."""
+        if self._drain_deadline is not None and now >= self._drain_deadline:
+            self._close_drained(now)
         while (deadline := self.next_deadline()) is not None and now >= deadline:
             _, _, link_id = heapq.heappop(self._timers)
             del self._scheduled[link_id]
@@ -275,16 +355,46 @@ class Sessions:
             self._close_link(link, 1000, "", now, drop_pending=session.outbound.cancelled)
         self._schedule(session)
 
+    def _refuse(self, link: Link, info: ConnectionInfo, code: int, reason: str, now: float) -> None:
+        """Close a newcomer that is not adopted."""
+        self._close_link(link, code, reason, now)
+        self._events.append(ClientRejected(connection=info, code=code, reason=reason))
+
+    def _forget(self, session: _Session) -> None:
+        link_id = session.link.id
+        del self._sessions[link_id]
+        self._scheduled.pop(link_id, None)
+        if self._by_key.get(session.info.session_key) == link_id:
+            del self._by_key[session.info.session_key]
+
+    def _close_drained(self, now: float) -> None:
+        """The drain deadline: close every session still running with 1012."""
+        self._drain_deadline = None
+        for session in list(self._sessions.values()):
+            session.timeout_at = None
+            if session.link.is_open:
+                self._drain_closed += 1
+            self._close_link(
+                session.link, DRAIN_CODE, DRAIN_REASON, now, cause=DisconnectCause.DRAINED
+            )
+            self._schedule(session)
+
+    def _check_drained(self) -> None:
+        if self._draining and not self._sessions and not self._drained:
+            self._drained = True
+            self._drain_deadline = None
+            self._events.append(Drained(closed=self._drain_closed))
+
     def _detach(self, session: _Session, now: float) -> None:
         """Policy ``replace``: the old session ends now; its link closes in the background."""
-        del self._sessions[session.link.id]
-        self._scheduled.pop(session.link.id, None)
+        self._forget(session)
         self._events.append(
             ClientDisconnected(
                 connection=session.info,
                 code=1000,
                 reason=REPLACED_REASON,
                 cause=DisconnectCause.REPLACED,
+                audio=session.outbound.stats,
             )
         )
         self._close_link(session.link, 1000, REPLACED_REASON, now, drop_pending=True)
