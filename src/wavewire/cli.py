@@ -419,17 +419,18 @@ async def serve(args: argparse.Namespace) -> None:
     def on_ready(transport: WebsocketServerTransport) -> None:
         bound_port[0] = transport.port
         mode = " echo-raw" if args.echo_raw else ""
+        port = args.port if args.asgi else transport.port  # under uvicorn, uvicorn binds
         logger.info(
             "listening on %s://%s:%d (policy %s%s)",
             "ws" if args.certfile is None else "wss",
             args.host,
-            args.port if args.asgi else transport.port,
+            port,
             policy,
             mode,
         )
         if not args.echo_raw:
             scheme = "http" if args.certfile is None else "https"
-            logger.info("browser demo: %s://%s:%d/", scheme, args.host, transport.port)
+            logger.info("browser demo: %s://%s:%d/", scheme, args.host, port)
 
     @transport.event_handler("on_client_connected")
     def on_connected(transport: WebsocketServerTransport, client: ClientHandle) -> None:

@@ -189,7 +189,9 @@ async def test_wavewire_serve_asgi_runs_the_echo_bot_under_uvicorn() -> None:
     with anyio.fail_after(LIMIT * 2):
         async with await anyio.open_process(args, env=environment()) as process:
             assert process.stderr is not None
-            await read_until(process.stderr, b"Uvicorn running on")
+            started = await read_until(process.stderr, b"Uvicorn running on")
+            # The demo's address names uvicorn's port (the transport itself binds none).
+            assert b"browser demo: http://127.0.0.1:%d/" % port in started
             async with connect(port) as client:
                 await client.send(TextFrame(text="echo?"))
                 assert await client.next_frame() == TextFrame(text="echo?")
