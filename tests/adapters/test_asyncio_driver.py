@@ -130,3 +130,28 @@ def test_port_in_use_is_the_same_one_line_with_the_asyncio_driver() -> None:
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
     assert lines == [f"wavewire: cannot listen on 127.0.0.1:{port}: Address already in use"]
+
+
+def test_native_driver_serves_on_uvloop() -> None:
+    """uvloop's ``TCPTransport`` is not an ``asyncio.Transport`` subclass; the driver takes it
+    (echo, then 2 MiB in one go through the write-buffer limits and back)."""
+    uvloop = pytest.importorskip("uvloop")
+    from websockets.asyncio.client import connect as ws_connect
+
+    serializer = ProtobufFrameSerializer()
+
+    async def main() -> None:
+        assert "uvloop" in type(asyncio.get_running_loop()).__module__
+        with anyio.fail_after(LIMIT):
+            async with echo_server(make_params(), driver="asyncio") as (transport, recorder):
+                uri = f"ws://127.0.0.1:{transport.port}/uv"
+                async with ws_connect(uri, compression=None, max_size=None) as ws:
+                    for text in ("one", "two" * 300_000):
+                        message = serializer.serialize(TextFrame(text=text))
+                        assert message is not None
+                        await ws.send(message)
+                        reply = serializer.deserialize(await ws.recv())
+                        assert isinstance(reply, TextFrame) and reply.text == text
+                await recorder.wait("on_client_disconnected")
+
+    uvloop.run(main())

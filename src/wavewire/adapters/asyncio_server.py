@@ -35,6 +35,7 @@ import ssl
 import sys
 from collections import deque
 from collections.abc import Callable
+from typing import cast
 
 import anyio
 import anyio.abc
@@ -86,9 +87,10 @@ class _Link(asyncio.Protocol):
     # --- asyncio.Protocol (each maps to one core call, then the flush) -----------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-        transport.set_write_buffer_limits(high=self._driver._high_water)
+        # A stream transport, but not always an ``asyncio.Transport`` subclass: uvloop's
+        # ``TCPTransport`` has the same methods without inheriting from it.
+        self.transport = cast(asyncio.Transport, transport)
+        self.transport.set_write_buffer_limits(high=self._driver._high_water)
         self._driver._accepted(self)
 
     def data_received(self, data: bytes) -> None:
