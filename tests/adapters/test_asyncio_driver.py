@@ -11,11 +11,17 @@ import ssl
 import subprocess
 
 import anyio
+import anyio.lowlevel
 import pytest
 import trustme
 
 from wavewire import ProtobufFrameSerializer, TextFrame, WebsocketServerTransport
-from wavewire.adapters.asyncio_server import _bind
+from wavewire.adapters.asyncio_server import (
+    BATCH_LIMIT,
+    DRAIN_YIELD_EVERY,
+    AsyncioServerDriver,
+    _bind,
+)
 from wavewire.core.events import Disconnected
 from wavewire.transports.server import DriverName
 
@@ -155,3 +161,73 @@ def test_native_driver_serves_on_uvloop() -> None:
                 await recorder.wait("on_client_disconnected")
 
     uvloop.run(main())
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_replies_to_one_read_leave_in_one_write() -> None:
+    """30 messages in one TCP write: the echo task takes them in one step (no loop pass per
+    frame) and the native driver writes its 30 replies with one ``transport.write``."""
+    with anyio.fail_after(LIMIT):
+        async with (
+            echo_server(driver="asyncio") as (transport, _),
+            connect(transport.port) as client,
+        ):
+            await client.send(TextFrame(text="first"))  # the connection is up and served
+            assert await client.next_frame() == TextFrame(text="first")
+            driver = transport._driver_or_raise()
+            assert isinstance(driver, AsyncioServerDriver)
+            (link,) = driver._links.values()
+            assert link.transport is not None
+            writes: list[int] = []
+            real_write = link.transport.write
+
+            def counting_write(data: bytes | bytearray | memoryview) -> None:
+                writes.append(len(data))
+                real_write(data)
+
+            link.transport.write = counting_write  # type: ignore[method-assign]
+            texts = [f"message {i}" for i in range(30)]
+            for text in texts:  # queued in the client's core, then one TCP write
+                assert client.protocol.send_frame(TextFrame(text=text), anyio.current_time())
+            await client.flush()
+            assert [await client.next_frame() for _ in texts] == [
+                TextFrame(text=text) for text in texts
+            ]
+            assert len(writes) == 1, writes
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_a_send_loop_that_never_blocks_still_lets_other_tasks_run() -> None:
+    """``drain`` waits only while writing is paused; otherwise it yields to the loop once per
+    ``DRAIN_YIELD_EVERY`` sends, and the batch of a loop that never yields stays bounded."""
+    count = 5 * DRAIN_YIELD_EVERY
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await anyio.lowlevel.checkpoint()
+
+    with anyio.fail_after(LIMIT):
+        async with (
+            echo_server(driver="asyncio") as (transport, recorder),
+            connect(transport.port) as client,
+            anyio.create_task_group() as tg,
+        ):
+            await recorder.wait("on_client_connected")
+            driver = transport._driver_or_raise()
+            assert isinstance(driver, AsyncioServerDriver)
+            (link,) = driver._links.values()
+            tg.start_soon(ticker)
+            await anyio.lowlevel.checkpoint()
+            before, largest = ticks, 0
+            for i in range(count):
+                await transport.output().send(TextFrame(text="x" * 2000 + str(i)))
+                largest = max(largest, link.batch_size)
+            assert ticks - before >= count // DRAIN_YIELD_EVERY - 1
+            assert 0 < largest < BATCH_LIMIT
+            assert (await client.next_frame()) == TextFrame(text="x" * 2000 + "0")
+            tg.cancel_scope.cancel()
