@@ -878,6 +878,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         + (f"; not installed, skipped: {', '.join(missing)}" if missing else ""),
         flush=True,
     )
+    speedups = importlib.util.find_spec("wsaccel") is not None
+    print(f"wavewire unmasks in {'C (wsaccel)' if speedups else 'pure Python (no wsaccel)'}")
     if client_cpu == server_cpu:
         print("WARNING: one CPU only: client and server share it")
 
