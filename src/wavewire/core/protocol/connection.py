@@ -333,9 +333,12 @@ class Connection:
         if self.state is State.CONNECTING:
             return self._open_deadline
         if self.state is State.OPEN:
-            timers = (self._ping_at, self._pong_deadline, self._failure_at)
-            deadlines = [d for d in timers if d is not None]
-            return min(deadlines) if deadlines else None
+            # Called after every input: no containers for the usual case (the ping timer only).
+            deadline = self._ping_at
+            for other in (self._pong_deadline, self._failure_at):
+                if other is not None and (deadline is None or other < deadline):
+                    deadline = other
+            return deadline
         if self.state is State.CLOSING:
             return self._close_deadline
         return None
@@ -409,16 +412,22 @@ class Connection:
             if isinstance(event, Message):
                 joined: bytes | str
                 if isinstance(event, TextMessage):
-                    self._text.write(event.data)
-                    if event.message_finished:
-                        joined = self._text.getvalue()
-                        self._text = io.StringIO()
+                    if event.message_finished and not self._text.tell():
+                        joined = event.data  # the whole message (or its rest) in one piece
+                    else:
+                        self._text.write(event.data)
+                        if event.message_finished:
+                            joined = self._text.getvalue()
+                            self._text = io.StringIO()
                 else:
                     assert isinstance(event, BytesMessage)
-                    self._binary += event.data
-                    if event.message_finished:
-                        joined = bytes(self._binary)
-                        self._binary = bytearray()
+                    if event.message_finished and not self._binary:
+                        joined = bytes(event.data)  # one copy (none if it is bytes already)
+                    else:
+                        self._binary += event.data
+                        if event.message_finished:
+                            joined = bytes(self._binary)
+                            self._binary = bytearray()
                 if event.message_finished:
                     self._events.append(MessageIn(joined))
                     delivered = True
