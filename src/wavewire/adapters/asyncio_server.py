@@ -37,7 +37,6 @@ import logging
 import socket
 import ssl
 import sys
-from collections import deque
 from collections.abc import Callable
 from typing import cast
 
@@ -73,8 +72,10 @@ class _Link(asyncio.Protocol):
         self._driver = driver
         self.id = ConnectionId(0)  # set by the driver in connection_made
         self.transport: asyncio.Transport | None = None
+        # Lists, not deques, and the done event made on first wait: an idle connection holds
+        # about 2 KiB less (an empty deque is a 760-byte block).
         #: Bytes held back while asyncio has paused writing (droppable, unlike its buffer).
-        self.queue: deque[bytes] = deque()
+        self.queue: list[bytes] = []
         #: The head of ``queue`` is the connection's first bytes (its handshake response).
         self.protected = False
         #: Bytes handed to the transport, ever: with its buffer size, the progress measure.
@@ -88,14 +89,17 @@ class _Link(asyncio.Protocol):
         #: ``transport.close()`` or ``abort()`` called: nothing more is written.
         self.closing = False
         self.lost = False
-        self.frames: deque[FrameReceived] = deque()
+        #: Frames not yet taken by the sink, in order.
+        self.frames: list[FrameReceived] = []
         #: The task awaiting ``on_frame`` while input is backed up.
         self.delivery: asyncio.Task[None] | None = None
         self.write_timer: asyncio.TimerHandle | None = None
         self.close_timer: asyncio.TimerHandle | None = None
         self.stall_mark = 0
         self.writable_waiters: list[asyncio.Future[None]] = []
-        self.done = asyncio.Event()
+        #: The socket is closed and every frame delivered (``wait_finished``).
+        self.finished = False
+        self._finished_event: asyncio.Event | None = None
 
     # --- asyncio.Protocol (each maps to one core call, then the flush) -----------------------
 
@@ -208,6 +212,18 @@ class _Link(asyncio.Protocol):
         for waiter in waiters:
             if not waiter.done():
                 waiter.set_result(None)
+
+    def mark_finished(self) -> None:
+        self.finished = True
+        if self._finished_event is not None:
+            self._finished_event.set()
+
+    async def wait_finished(self) -> None:
+        if self.finished:
+            return
+        if self._finished_event is None:
+            self._finished_event = asyncio.Event()
+        await self._finished_event.wait()
 
     def update_reading(self) -> None:
         """Read unless input is backed up or the core asked for the close."""
@@ -409,7 +425,7 @@ class AsyncioServerDriver:
         """Wait until the connection's socket is closed and its frames delivered."""
         link = self._links.get(connection_id)
         if link is not None:
-            await link.done.wait()
+            await link.wait_finished()
 
     @property
     def local_address(self) -> tuple[str, int]:
@@ -547,10 +563,12 @@ class AsyncioServerDriver:
         if link.delivery is not None:
             return  # the task delivers in order, this one included
         frames = link.frames
-        while frames:
-            if not self._sink.offer_frame(frames[0]):
+        taken = 0
+        for event in frames:
+            if not self._sink.offer_frame(event):
                 break
-            frames.popleft()
+            taken += 1
+        del frames[:taken]
         if frames:
             link.delivery = self._loop.create_task(self._deliver(link))
             link.update_reading()
@@ -558,7 +576,10 @@ class AsyncioServerDriver:
     async def _deliver(self, link: _Link) -> None:
         try:
             while link.frames:
-                await self._sink.on_frame(link.frames.popleft())
+                # In the order they came; frames of a later read join the next list.
+                frames, link.frames = link.frames, []
+                for event in frames:
+                    await self._sink.on_frame(event)
         except Exception:
             logger.exception("connection %d: internal error; connection dropped", link.id)
             link.frames.clear()
@@ -575,7 +596,7 @@ class AsyncioServerDriver:
     def _finish(self, link: _Link) -> None:
         if self._links.get(link.id) is link:
             del self._links[link.id]
-        link.done.set()
+        link.mark_finished()
         try:
             self._sink.on_connection_done(link.id)
         except Exception:
@@ -583,7 +604,7 @@ class AsyncioServerDriver:
 
     async def _all_done(self) -> None:
         while self._links:
-            await next(iter(self._links.values())).done.wait()
+            await next(iter(self._links.values())).wait_finished()
 
     def _abort_all(self) -> None:
         for link in list(self._links.values()):

@@ -176,7 +176,8 @@ class Connection:
         # trickles a frame in 1-byte reads makes wsproto yield one piece per read, and a list of
         # small objects would cost ~130 bytes of heap per payload byte (aiohttp PR #13350).
         self._binary = bytearray()
-        self._text = io.StringIO()
+        # Made for the first text message that comes in pieces (200 bytes per idle connection).
+        self._text: io.StringIO | None = None
         # How the session ended, decided when the close handshake starts, reported at CLOSED.
         self._end: Ended | None = None
         self._open_deadline = None if limits.open_timeout is None else now + limits.open_timeout
@@ -412,13 +413,16 @@ class Connection:
             if isinstance(event, Message):
                 joined: bytes | str
                 if isinstance(event, TextMessage):
-                    if event.message_finished and not self._text.tell():
-                        joined = event.data  # the whole message (or its rest) in one piece
+                    text = self._text
+                    if event.message_finished and text is None:
+                        joined = event.data  # the whole message in one piece
                     else:
-                        self._text.write(event.data)
+                        if text is None:
+                            text = self._text = io.StringIO()
+                        text.write(event.data)
                         if event.message_finished:
-                            joined = self._text.getvalue()
-                            self._text = io.StringIO()
+                            joined = text.getvalue()
+                            self._text = None
                 else:
                     assert isinstance(event, BytesMessage)
                     if event.message_finished and not self._binary:
@@ -506,7 +510,7 @@ class Connection:
         self._ping_at = self._pong_deadline = self._close_deadline = self._failure_at = None
         self._deferred_failure = None
         self._binary = bytearray()
-        self._text = io.StringIO()
+        self._text = None
         self._move(Trigger.ENDED)
         self._events.append(end)
 
