@@ -579,7 +579,10 @@ class AsyncioServerDriver:
                 # In the order they came; frames of a later read join the next list.
                 frames, link.frames = link.frames, []
                 for event in frames:
-                    await self._sink.on_frame(event)
+                    # Without a task switch while the sink has room (the reader took a batch);
+                    # awaited only when it is full.
+                    if not self._sink.offer_frame(event):
+                        await self._sink.on_frame(event)
         except Exception:
             logger.exception("connection %d: internal error; connection dropped", link.id)
             link.frames.clear()
