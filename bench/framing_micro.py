@@ -22,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from wsproto.events import BytesMessage
 from wsproto.frame_protocol import Opcode
 
+from wavewire.core.protocol import framing
 from wavewire.core.protocol.framing import WsConnection, encode_frame
 
 MASK = b"\x37\xfa\x21\x3d"
@@ -48,7 +49,13 @@ def per_message_us(size: int, batch: int, messages: int, repeat: int) -> float:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=7)
+    parser.add_argument(
+        "--pure", action="store_true", help="unmask in pure Python even if wsaccel is installed"
+    )
     args = parser.parse_args()
+    if args.pure:
+        framing._C_MASKER = None
+    print("unmasking:", "pure Python" if framing._C_MASKER is None else "wsaccel (C)")
     for size, label in ((640, "640 B"), (65536, "64 KiB")):
         messages = 6600 if size == 640 else 330
         for batch, how in ((1, "one per read"), (33, "33 per read")):

@@ -108,14 +108,12 @@ SERVERS = (
     Server("raw", "raw"),
     Server("websockets/uvloop", "websockets", uvloop=True),
     Server("wavewire-anyio/uvloop", "wavewire", uvloop=True, driver="anyio"),
+    Server("wavewire-native/uvloop", "wavewire", uvloop=True, driver="asyncio"),
     Server("aiohttp/uvloop", "aiohttp", uvloop=True),
     Server("picows/uvloop", "picows", uvloop=True),
     Server("raw/uvloop", "raw", uvloop=True),
 )
-#: Not in the default run: the native driver refuses uvloop's transport (adapters/asyncio_server.py
-#: asserts ``isinstance(transport, asyncio.Transport)``, which uvloop's TCPTransport is not).
-NATIVE_UVLOOP = Server("wavewire-native/uvloop", "wavewire", uvloop=True, driver="asyncio")
-BY_NAME = {server.name: server for server in (*SERVERS, NATIVE_UVLOOP)}
+BY_NAME = {server.name: server for server in SERVERS}
 BASELINE = "websockets"
 
 
@@ -880,6 +878,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         + (f"; not installed, skipped: {', '.join(missing)}" if missing else ""),
         flush=True,
     )
+    speedups = importlib.util.find_spec("wsaccel") is not None
+    print(f"wavewire unmasks in {'C (wsaccel)' if speedups else 'pure Python (no wsaccel)'}")
     if client_cpu == server_cpu:
         print("WARNING: one CPU only: client and server share it")
 

@@ -5,17 +5,24 @@ test_server_transport.py, which runs on every driver."""
 from __future__ import annotations
 
 import asyncio
+import collections
 import signal
 import socket
 import ssl
 import subprocess
 
 import anyio
+import anyio.lowlevel
 import pytest
 import trustme
 
 from wavewire import ProtobufFrameSerializer, TextFrame, WebsocketServerTransport
-from wavewire.adapters.asyncio_server import _bind
+from wavewire.adapters.asyncio_server import (
+    BATCH_LIMIT,
+    DRAIN_YIELD_EVERY,
+    AsyncioServerDriver,
+    _bind,
+)
 from wavewire.core.events import Disconnected
 from wavewire.transports.server import DriverName
 
@@ -131,3 +138,126 @@ def test_port_in_use_is_the_same_one_line_with_the_asyncio_driver() -> None:
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
     assert lines == [f"wavewire: cannot listen on 127.0.0.1:{port}: Address already in use"]
+
+
+def test_native_driver_serves_on_uvloop() -> None:
+    """uvloop's ``TCPTransport`` is not an ``asyncio.Transport`` subclass; the driver takes it
+    (echo, then 2 MiB in one go through the write-buffer limits and back)."""
+    uvloop = pytest.importorskip("uvloop")
+    from websockets.asyncio.client import connect as ws_connect
+
+    serializer = ProtobufFrameSerializer()
+
+    async def main() -> None:
+        assert "uvloop" in type(asyncio.get_running_loop()).__module__
+        with anyio.fail_after(LIMIT):
+            async with echo_server(make_params(), driver="asyncio") as (transport, recorder):
+                uri = f"ws://127.0.0.1:{transport.port}/uv"
+                async with ws_connect(uri, compression=None, max_size=None) as ws:
+                    for text in ("one", "two" * 300_000):
+                        message = serializer.serialize(TextFrame(text=text))
+                        assert message is not None
+                        await ws.send(message)
+                        reply = serializer.deserialize(await ws.recv())
+                        assert isinstance(reply, TextFrame) and reply.text == text
+                await recorder.wait("on_client_disconnected")
+
+    uvloop.run(main())
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+@pytest.mark.parametrize(("count", "max_input_queue", "max_writes"), [(30, 64, 1), (150, 16, 15)])
+async def test_replies_to_one_read_leave_in_one_write(
+    count: int, max_input_queue: int, max_writes: int
+) -> None:
+    """``count`` messages in one TCP write: the echo task takes what its input queue holds in
+    one step (no loop pass per frame) and the native driver writes their replies with one
+    ``transport.write``. Beyond what the queue holds, the delivery task offers the rest as
+    room appears (no task switch per frame): about one write per queueful."""
+    params = make_params(max_input_queue=max_input_queue)
+    with anyio.fail_after(LIMIT):
+        async with (
+            echo_server(params, driver="asyncio") as (transport, _),
+            connect(transport.port) as client,
+        ):
+            await client.send(TextFrame(text="first"))  # the connection is up and served
+            assert await client.next_frame() == TextFrame(text="first")
+            driver = transport._driver_or_raise()
+            assert isinstance(driver, AsyncioServerDriver)
+            (link,) = driver._links.values()
+            assert link.transport is not None
+            writes: list[int] = []
+            real_write = link.transport.write
+
+            def counting_write(data: bytes | bytearray | memoryview) -> None:
+                writes.append(len(data))
+                real_write(data)
+
+            link.transport.write = counting_write  # type: ignore[method-assign]
+            texts = [f"message {i}" for i in range(count)]
+            for text in texts:  # queued in the client's core, then one TCP write
+                assert client.protocol.send_frame(TextFrame(text=text), anyio.current_time())
+            await client.flush()
+            assert [await client.next_frame() for _ in texts] == [
+                TextFrame(text=text) for text in texts
+            ]
+            assert len(writes) <= max_writes, writes
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_a_send_loop_that_never_blocks_still_lets_other_tasks_run() -> None:
+    """``drain`` waits only while writing is paused; otherwise it yields to the loop once per
+    ``DRAIN_YIELD_EVERY`` sends, and the batch of a loop that never yields stays bounded."""
+    count = 5 * DRAIN_YIELD_EVERY
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await anyio.lowlevel.checkpoint()
+
+    with anyio.fail_after(LIMIT):
+        async with (
+            echo_server(driver="asyncio") as (transport, recorder),
+            connect(transport.port) as client,
+            anyio.create_task_group() as tg,
+        ):
+            await recorder.wait("on_client_connected")
+            driver = transport._driver_or_raise()
+            assert isinstance(driver, AsyncioServerDriver)
+            (link,) = driver._links.values()
+            tg.start_soon(ticker)
+            await anyio.lowlevel.checkpoint()
+            before, largest = ticks, 0
+            for i in range(count):
+                await transport.output().send(TextFrame(text="x" * 2000 + str(i)))
+                largest = max(largest, link.batch_size)
+            assert ticks - before >= count // DRAIN_YIELD_EVERY - 1
+            assert 0 < largest < BATCH_LIMIT
+            assert (await client.next_frame()) == TextFrame(text="x" * 2000 + "0")
+            tg.cancel_scope.cancel()
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_an_idle_connection_holds_no_deque_or_event_of_its_own() -> None:
+    """What each idle connection holds in the native driver: lists (56 bytes empty) where a
+    deque would be a 760-byte block, the done event only once someone waits for it."""
+    with anyio.fail_after(LIMIT):
+        async with (
+            echo_server(driver="asyncio") as (transport, recorder),
+            connect(transport.port) as client,
+        ):
+            await recorder.wait("on_client_connected")
+            driver = transport._driver_or_raise()
+            assert isinstance(driver, AsyncioServerDriver)
+            (link,) = driver._links.values()
+            held = [value for value in vars(link).values() if value is not None]
+            assert not [v for v in held if isinstance(v, collections.deque | asyncio.Event)]
+            assert link._finished_event is None
+            await client.close()
+            await driver.wait_done(link.id)  # made and set, or already finished
+            assert link.finished

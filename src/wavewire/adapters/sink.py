@@ -110,8 +110,8 @@ class ServerDriver(Protocol):
         ...
 
     async def drain(self, connection_id: ConnectionId) -> None:
-        """Wait while the connection's pending output is above the high-water mark; always
-        a checkpoint (a loop of sends cannot starve the event loop)."""
+        """Wait while the connection's pending output is above the high-water mark; a
+        checkpoint at least every few calls (a loop of sends cannot starve the event loop)."""
         ...
 
     def close(self, connection_id: ConnectionId, code: int = 1000, reason: str = "") -> None:

@@ -28,12 +28,24 @@ class FrameInput:
 
     async def __anext__(self) -> Frame:
         try:
-            return await self._receive.receive()
-        except (anyio.EndOfStream, anyio.ClosedResourceError):
+            return await self.receive()
+        except anyio.EndOfStream:
             raise StopAsyncIteration from None
 
     async def receive(self) -> Frame:
-        """The next frame; ``anyio.EndOfStream`` once there will be no more."""
+        """The next frame; ``anyio.EndOfStream`` once there will be no more.
+
+        A frame already queued is returned without a trip through the event loop: the frames
+        of one read are handled in one task step (their replies then leave in one write). This
+        cannot starve the loop: the queue holds at most ``max_input_queue`` frames and gets no
+        more until this task waits.
+        """
+        try:
+            return self._receive.receive_nowait()
+        except anyio.WouldBlock:
+            pass
+        except anyio.ClosedResourceError:
+            raise anyio.EndOfStream from None
         try:
             return await self._receive.receive()
         except anyio.ClosedResourceError:

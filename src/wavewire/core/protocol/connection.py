@@ -181,7 +181,8 @@ class Connection:
         # trickles a frame in 1-byte reads makes wsproto yield one piece per read, and a list of
         # small objects would cost ~130 bytes of heap per payload byte (aiohttp PR #13350).
         self._binary = bytearray()
-        self._text = io.StringIO()
+        # Made for the first text message that comes in pieces (200 bytes per idle connection).
+        self._text: io.StringIO | None = None
         # How the session ended, decided when the close handshake starts, reported at CLOSED.
         self._end: Ended | None = None
         self._open_deadline = None if limits.open_timeout is None else now + limits.open_timeout
@@ -351,9 +352,12 @@ class Connection:
         if self.state is State.CONNECTING:
             return self._open_deadline
         if self.state is State.OPEN:
-            timers = (self._ping_at, self._pong_deadline, self._failure_at)
-            deadlines = [d for d in timers if d is not None]
-            return min(deadlines) if deadlines else None
+            # Called after every input: no containers for the usual case (the ping timer only).
+            deadline = self._ping_at
+            for other in (self._pong_deadline, self._failure_at):
+                if other is not None and (deadline is None or other < deadline):
+                    deadline = other
+            return deadline
         if self.state is State.CLOSING:
             return self._close_deadline
         return None
@@ -427,16 +431,25 @@ class Connection:
             if isinstance(event, Message):
                 joined: bytes | str
                 if isinstance(event, TextMessage):
-                    self._text.write(event.data)
-                    if event.message_finished:
-                        joined = self._text.getvalue()
-                        self._text = io.StringIO()
+                    text = self._text
+                    if event.message_finished and text is None:
+                        joined = event.data  # the whole message in one piece
+                    else:
+                        if text is None:
+                            text = self._text = io.StringIO()
+                        text.write(event.data)
+                        if event.message_finished:
+                            joined = text.getvalue()
+                            self._text = None
                 else:
                     assert isinstance(event, BytesMessage)
-                    self._binary += event.data
-                    if event.message_finished:
-                        joined = bytes(self._binary)
-                        self._binary = bytearray()
+                    if event.message_finished and not self._binary:
+                        joined = bytes(event.data)  # one copy (none if it is bytes already)
+                    else:
+                        self._binary += event.data
+                        if event.message_finished:
+                            joined = bytes(self._binary)
+                            self._binary = bytearray()
                 if event.message_finished:
                     self._events.append(MessageIn(joined))
                     delivered = True
@@ -519,7 +532,7 @@ class Connection:
         self._ping_at = self._pong_deadline = self._close_deadline = self._failure_at = None
         self._deferred_failure = None
         self._binary = bytearray()
-        self._text = io.StringIO()
+        self._text = None
         self._move(Trigger.ENDED)
         self._events.append(end)
 

@@ -26,6 +26,7 @@ import struct
 import zlib
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
+from typing import Protocol, cast
 
 from wsproto.connection import Connection, ConnectionType
 from wsproto.extensions import Extension, PerMessageDeflate
@@ -62,8 +63,34 @@ _CONTROL = frozenset(opcode for opcode in Opcode if opcode.iscontrol())
 _RSV = tuple(RsvBits(bool(bits & 4), bool(bits & 2), bool(bits & 1)) for bits in range(8))
 
 
+class _Masker(Protocol):
+    """XORs successive pieces of one frame's payload with its key (wsproto's and wsaccel's)."""
+
+    def process(self, data: bytes | bytearray) -> bytes | bytearray: ...
+
+
+def _c_masker() -> Callable[[bytes], _Masker] | None:
+    """wsaccel's masker, written in C (the ``speedups`` extra), or None if not installed.
+
+    The same XOR as wsproto's pure-Python ``XorMaskerSimple``, which costs about as much as
+    the rest of the frame layer put together on a 64 KiB message (docs/performance.md).
+    """
+    try:
+        from wsaccel.xormask import XorMaskerSimple as CMasker
+    except ImportError:
+        return None
+    return cast("Callable[[bytes], _Masker]", CMasker)
+
+
+#: Unmasks received frames and masks a client's: the C masker when installed, else pure Python
+#: (tests/core/test_framing_speedups.py checks both give the same bytes).
+_C_MASKER = _c_masker()
+
+
 def apply_mask(data: bytes, key: bytes) -> bytes:
     """XOR ``data`` with the 4-byte ``key`` repeated (RFC 6455 section 5.3)."""
+    if _C_MASKER is not None:
+        return bytes(_C_MASKER(key).process(data))
     n = len(data)
     if n == 0:
         return b""
@@ -321,7 +348,11 @@ class _LimitedFrameDecoder(FrameDecoder):
         if masked:
             if available < start + 4:
                 return False
-            masker = XorMaskerSimple(bytes(data[start : start + 4]))
+            key = bytes(data[start : start + 4])
+            if _C_MASKER is None:
+                masker = XorMaskerSimple(key)
+            else:  # wsproto only calls its process()
+                masker = cast(XorMaskerSimple, _C_MASKER(key))
             start += 4
         else:
             masker = XorMaskerNull()
