@@ -260,23 +260,25 @@ def raise_fd_limit(wanted: int = 4096) -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
 
 
-def schedstat(pid: int) -> tuple[int, int]:
+def schedstat(pid: int | Sequence[int]) -> tuple[int, int]:
     """Nanoseconds the process has spent on a CPU, and waiting for one (runnable), all its
-    threads (``/proc/PID/task/*/schedstat``, first two fields)."""
+    threads (``/proc/PID/task/*/schedstat``, first two fields); summed over the processes
+    when given several (bench/scale.py)."""
     on_cpu = waiting = 0
-    for task in os.listdir(f"/proc/{pid}/task"):
-        try:
-            with open(f"/proc/{pid}/task/{task}/schedstat") as f:
-                fields = f.read().split()
-        except FileNotFoundError:  # the thread ended
-            continue
-        on_cpu += int(fields[0])
-        waiting += int(fields[1])
+    for one in [pid] if isinstance(pid, int) else pid:
+        for task in os.listdir(f"/proc/{one}/task"):
+            try:
+                with open(f"/proc/{one}/task/{task}/schedstat") as f:
+                    fields = f.read().split()
+            except FileNotFoundError:  # the thread ended
+                continue
+            on_cpu += int(fields[0])
+            waiting += int(fields[1])
     return on_cpu, waiting
 
 
-def cpu_ns(pid: int) -> int:
-    """Nanoseconds the process has spent on a CPU, all its threads."""
+def cpu_ns(pid: int | Sequence[int]) -> int:
+    """Nanoseconds the process (or processes) spent on a CPU, all their threads."""
     return schedstat(pid)[0]
 
 
@@ -293,8 +295,8 @@ def loadavg() -> str:
         return f.read().strip()
 
 
-def wait_idle(pid: int, limit: float = 3.0) -> None:
-    """Until the server has used under 1 ms of CPU in 100 ms (it finished earlier work)."""
+def wait_idle(pid: int | Sequence[int], limit: float = 3.0) -> None:
+    """Until the server (or servers) used under 1 ms of CPU in 100 ms (earlier work done)."""
     deadline = time.monotonic() + limit
     before = cpu_ns(pid)
     while time.monotonic() < deadline:
@@ -363,9 +365,9 @@ class Timeout(Exception):
     pass
 
 
-def request_bytes(port: int) -> bytes:
+def request_bytes(port: int, path: str = "/") -> bytes:
     return (
-        f"GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+        f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
         f"Connection: Upgrade\r\nSec-WebSocket-Key: {KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n"
     ).encode()
 
@@ -662,17 +664,21 @@ def percentile(values: Sequence[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, math.ceil(q * len(ordered)) - 1)]
 
 
-def audio_sessions(peer: Peer, pid: int, sessions: int, seconds: float) -> AudioResult:
+def audio_sessions(
+    peer: Peer, pid: int | Sequence[int], sessions: int, seconds: float, path: str = "/"
+) -> AudioResult:
+    """``sessions`` paced sessions for ``seconds``; server CPU summed over ``pid`` (several
+    processes behind a proxy: bench/scale.py). ``path`` is each session's request target,
+    ``{i}`` in it replaced by the session's index (a session key a proxy can hash on)."""
     message = pb.Frame(audio=pb.AudioRawFrame(audio=PCM, sample_rate=RATE, num_channels=1))
     frame = encode_frame(Opcode.BINARY, message.SerializeToString(), mask_key=MASK)
     states: list[_Session] = []
     selector = selectors.DefaultSelector()
-    request = request_bytes(peer.port)
     try:
         while len(states) < sessions:
             batch = [peer.connect() for _ in range(min(50, sessions - len(states)))]
-            for sock in batch:
-                sock.sendall(request)
+            for k, sock in enumerate(batch, start=len(states)):
+                sock.sendall(request_bytes(peer.port, path.replace("{i}", str(k))))
             for sock in batch:
                 peer.read_upgrade(sock)
                 sock.setblocking(False)
