@@ -59,7 +59,7 @@ import anyio.abc
 import anyio.lowlevel
 
 from wavewire.adapters.errors import ConnectionClosed
-from wavewire.adapters.sink import ListenOptions, ServerDriver, ServerEventSink
+from wavewire.adapters.sink import ListenOptions, ServerDriver, ServerEventSink, split_events
 from wavewire.adapters.timer import DeadlineTimer
 from wavewire.core.admission import (
     Denial,
@@ -482,14 +482,7 @@ class AsgiDriver:
             touched = self._connections.get(link.id)
             if touched is not None:
                 touched.wake.set()
-        events: list[ServerEvent] = []
-        for event in self.sessions.events_received():
-            if isinstance(event, FrameReceived):
-                connection = self._connections.get(event.connection.id)
-                if connection is not None:
-                    connection.frames.append(event)
-            else:
-                events.append(event)
+        events, _ = split_events(self.sessions.events_received(), self._connections)
         if events:
             try:
                 self._sink.on_events(events)

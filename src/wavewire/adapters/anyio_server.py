@@ -37,10 +37,10 @@ from anyio.streams.tls import TLSStream
 from wavewire.adapters.errors import ConnectionClosed
 from wavewire.adapters.outbox import Outbox
 from wavewire.adapters.ratelimit import LogLimiter
-from wavewire.adapters.sink import ListenOptions, ServerEventSink
+from wavewire.adapters.sink import ListenOptions, ServerEventSink, split_events
 from wavewire.adapters.timer import DeadlineTimer
 from wavewire.core.errors import InvalidState
-from wavewire.core.events import ConnectionId, FrameReceived, ServerEvent
+from wavewire.core.events import ConnectionId, FrameReceived
 from wavewire.core.frames import Frame
 from wavewire.core.server import ServerProtocol
 
@@ -213,14 +213,7 @@ class AnyioServerDriver:
             if connection is None:
                 continue
             connection.outbox.apply(transmit)
-        events: list[ServerEvent] = []
-        for event in self.protocol.events_received():
-            if isinstance(event, FrameReceived):
-                connection = self._connections.get(event.connection.id)
-                if connection is not None:
-                    connection.frames.append(event)
-            else:
-                events.append(event)
+        events, _ = split_events(self.protocol.events_received(), self._connections)
         if events:
             try:
                 self._sink.on_events(events)

@@ -53,9 +53,9 @@ import anyio.abc
 
 from wavewire.adapters.errors import ConnectionClosed
 from wavewire.adapters.ratelimit import LogLimiter
-from wavewire.adapters.sink import ListenOptions, ServerEventSink
+from wavewire.adapters.sink import ListenOptions, ServerEventSink, split_events
 from wavewire.core.errors import InvalidState
-from wavewire.core.events import ConnectionId, FrameReceived, ServerEvent
+from wavewire.core.events import ConnectionId, FrameReceived
 from wavewire.core.frames import Frame
 from wavewire.core.server import ServerProtocol
 
@@ -517,22 +517,13 @@ class AsyncioServerDriver:
                 link.write(transmit.data)
             if transmit.close:
                 link.request_close()
-        events: list[ServerEvent] = []
-        backed_up: dict[ConnectionId, _Link] = {}
-        for event in self.protocol.events_received():
-            if isinstance(event, FrameReceived):
-                link = links.get(event.connection.id)
-                if link is not None:
-                    link.frames.append(event)
-                    backed_up[link.id] = link
-            else:
-                events.append(event)
+        events, backed_up = split_events(self.protocol.events_received(), links)
         if events:
             try:
                 self._sink.on_events(events)
             except Exception:
                 self._log_internal_error("event sink failed")
-        for link in backed_up.values():
+        for link in backed_up:
             self._offer_frames(link)
         deadline = self.protocol.next_deadline()
         if deadline != self._armed:

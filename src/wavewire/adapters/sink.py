@@ -11,8 +11,9 @@ same transport classes.
 from __future__ import annotations
 
 import ssl
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import anyio
 import anyio.abc
@@ -22,7 +23,41 @@ from wavewire.core.events import ConnectionId, FrameReceived, ServerEvent
 from wavewire.core.frames import Frame
 from wavewire.core.server import ServerProtocol
 
-__all__ = ["DriverFactory", "ListenOptions", "ServerDriver", "ServerEventSink"]
+__all__ = [
+    "DriverFactory",
+    "ListenOptions",
+    "ServerDriver",
+    "ServerEventSink",
+    "split_events",
+]
+
+
+class HoldsFrames(Protocol):
+    """A driver's per-connection state: the received frames not yet delivered."""
+
+    frames: list[FrameReceived]
+
+
+Holder = TypeVar("Holder", bound=HoldsFrames)
+
+
+def split_events(
+    events: Iterable[ServerEvent], holders: Mapping[ConnectionId, Holder]
+) -> tuple[list[ServerEvent], list[Holder]]:
+    """Every driver's flush step: each received frame onto its connection's ``frames`` (dropped
+    for a connection already gone), the other events returned for the sink in core order,
+    with the connections that got frames (each once)."""
+    rest: list[ServerEvent] = []
+    fed: dict[ConnectionId, Holder] = {}
+    for event in events:
+        if isinstance(event, FrameReceived):
+            holder = holders.get(event.connection.id)
+            if holder is not None:
+                holder.frames.append(event)
+                fed[event.connection.id] = holder
+        else:
+            rest.append(event)
+    return rest, list(fed.values())
 
 
 class ServerEventSink(Protocol):
