@@ -8,7 +8,7 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import Union
+from typing import Union, cast
 
 import anyio
 import anyio.lowlevel
@@ -173,13 +173,15 @@ class FrameQueue:
         if not self._loop_found:
             self._loop, self._loop_found = _running_asyncio_loop(), True
         loop = self._loop
-        waiter: _Waiter = anyio.Event() if loop is None else loop.create_future()
+        waiter: _Waiter
+        if loop is None:
+            waiter = anyio.Event()
+            waiting: Awaitable[object] = waiter.wait()
+        else:
+            waiting = waiter = loop.create_future()
         waiters.append(waiter)
         try:
-            if isinstance(waiter, anyio.Event):
-                await waiter.wait()
-            else:
-                await waiter
+            await waiting
         except BaseException:
             if waiter in waiters:
                 waiters.remove(waiter)
@@ -187,21 +189,22 @@ class FrameQueue:
                 self._wake_first(waiters)  # woken, then cancelled: the next one checks instead
             raise
 
-    @staticmethod
-    def _wake_first(waiters: list[_Waiter]) -> None:
-        _wake(waiters.pop(0))
+    def _wake_first(self, waiters: list[_Waiter]) -> None:
+        self._wake(waiters.pop(0))
 
     def _wake_all(self) -> None:
         for waiters in (self._readers, self._writers):
             while waiters:
-                _wake(waiters.pop(0))
+                self._wake(waiters.pop(0))
 
-
-def _wake(waiter: _Waiter) -> None:
-    if isinstance(waiter, anyio.Event):
-        waiter.set()
-    elif not waiter.done():  # a cancelled waiter's future is done already
-        waiter.set_result(None)
+    def _wake(self, waiter: _Waiter) -> None:
+        # The type is the queue's (self._loop): no isinstance per wake-up.
+        if self._loop is None:
+            cast(anyio.Event, waiter).set()
+        else:
+            future = cast("asyncio.Future[None]", waiter)
+            if not future.done():  # a cancelled waiter's future is done already
+                future.set_result(None)
 
 
 class FrameInput:
