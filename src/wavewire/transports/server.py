@@ -247,8 +247,8 @@ class ClientHandle:
             await self.wait_audio_writable()
         if isinstance(frame, EndFrame | CancelFrame):
             await self._wait_gone()  # after the drain (EndFrame) and the close handshake
-        else:
-            await self.drain()
+        else:  # drain(), without its call: this is every send's path
+            await self._transport._driver_or_raise().drain(self.info.id)
 
     def __repr__(self) -> str:
         return f"<ClientHandle id={self.id} remote={self.remote!r} path={self.path!r}>"
@@ -533,7 +533,7 @@ class WebsocketServerTransport:
         disconnect = handle.disconnect
         if disconnect is not None and disconnect.cause is DisconnectCause.REPLACED:
             return None  # a replaced client's last input is stale, like its dropped output
-        if not self._audio_in.admit(event.frame, f"client {event.connection.id}"):
+        if not self._audio_in.admit(event.frame, event.connection.id):
             return None  # audio input off (as Pipecat), or not whole samples (counted)
         if handle._inbox_ref is None:
             return self._input_queue

@@ -282,8 +282,9 @@ class AudioInputGate:
         #: Audio frames dropped for a partial sample, since the transport was made.
         self.dropped = 0
 
-    def admit(self, frame: Frame, peer: str) -> bool:
-        """True if ``frame`` goes on to ``input()``."""
+    def admit(self, frame: Frame, peer: str | int) -> bool:
+        """True if ``frame`` goes on to ``input()``. ``peer``: who sent it, for the log (a
+        client's id is named ``client <id>``, made only for a drop: not per frame)."""
         if not isinstance(frame, InputAudioRawFrame):
             return True
         if not self.enabled:
@@ -292,6 +293,8 @@ class AudioInputGate:
         if len(frame.audio) % frame_bytes == 0:
             return True
         self.dropped += 1
+        if not isinstance(peer, str):
+            peer = f"client {peer}"
         self._log.log(
             logging.WARNING,
             ("input audio dropped", peer),
