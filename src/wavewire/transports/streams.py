@@ -67,7 +67,6 @@ class FrameQueue:
     """
 
     __slots__ = (
-        "_closed",
         "_ended",
         "_frames",
         "_limit",
@@ -82,8 +81,8 @@ class FrameQueue:
         self._limit = limit
         #: Made on the first frame: an idle client holds no buffer.
         self._frames: deque[Frame] | None = None
+        #: No frame will be queued any more (``end`` or ``close``).
         self._ended = False
-        self._closed = False
         #: Tasks waiting for a frame / for room, oldest first; each list made on its first wait.
         self._readers: list[_Waiter] | None = None
         self._writers: list[_Waiter] | None = None
@@ -138,7 +137,7 @@ class FrameQueue:
     def close(self) -> None:
         """Nobody will read any more: the queued frames are freed, later ones dropped, waiting
         readers end and waiting writers return."""
-        self._ended = self._closed = True
+        self._ended = True
         self._frames = None
         self._wake_all()
 
