@@ -368,12 +368,15 @@ async def test_input_audio_with_a_partial_sample_is_dropped_counted_and_logged_o
             frames = server.input()
             good = await frames.receive()
             after = await frames.receive()
+            assert server.client is not None
+            peer = f"client {server.client.id}"
     assert isinstance(good, InputAudioRawFrame)
     assert (good.audio, good.sample_rate, good.num_channels) == (b"\x02" * 640, RATE, 1)
     assert isinstance(after, TextFrame) and after.text == "after"
     assert server.audio_in_dropped == 3
     drops = [r for r in caplog.records if "input audio dropped" in r.getMessage()]
     assert len(drops) == 1  # the first drop only, not one per frame (LogLimiter)
+    assert drops[0].getMessage().startswith(f"{peer}: input audio dropped")
 
 
 # --- backpressure ----------------------------------------------------------------------------

@@ -368,17 +368,17 @@ async def test_input_backpressure_then_fast_shutdown(driver: DriverName) -> None
 
     with anyio.fail_after(LIMIT):
         async with anyio.create_task_group() as tg, transport:
-            assert transport._inbox_receive is not None
-            stats = transport._inbox_receive.statistics
+            queue = transport._input_queue
+            assert queue is not None
             tg.start_soon(client_task, transport.port)
             await sent.wait()
             # The reader parks on the full queue.
-            await wait_until(lambda: stats().tasks_waiting_send == 1)
-            assert stats().current_buffer_used == 2
+            await wait_until(lambda: queue.waiting_writers == 1)
+            assert len(queue) == 2
             frames = transport.input()
             texts = [getattr(await frames.receive(), "text", None) for _ in range(5)]
             assert texts == ["0", "1", "2", "3", "4"]
-            await wait_until(lambda: stats().tasks_waiting_send == 1)  # again, on the rest
+            await wait_until(lambda: queue.waiting_writers == 1)  # again, on the rest
         assert codes == [1001]
 
 

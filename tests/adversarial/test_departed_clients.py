@@ -54,7 +54,7 @@ async def test_clients_leaving_with_unread_input_leave_nothing_behind(driver: Dr
     async def busy_reader(client: ClientHandle) -> None:
         with contextlib.suppress(ConnectionClosed):
             async for frame in client.input():
-                await client._gone.wait()  # busy until the client has left
+                await client._wait_gone()  # busy until the client has left
                 await client.output().send(frame)  # ConnectionClosed: stop reading
 
     with traced(), anyio.fail_after(20):

@@ -43,7 +43,6 @@ drops frames while no client is connected.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections import deque
 from collections.abc import Callable
@@ -54,7 +53,6 @@ from typing import Any, TypeVar
 import anyio
 import anyio.abc
 import anyio.lowlevel
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from wavewire.adapters.anyio_client import AnyioClientDriver, ConnectError
 from wavewire.adapters.errors import ConnectionClosed
@@ -73,7 +71,13 @@ from wavewire.core.protocol.handshake import parse_uri
 from wavewire.core.session.audio import AudioBufferFull
 from wavewire.transports.events import EventHandlers
 from wavewire.transports.params import ReconnectPolicy, WebsocketClientParams
-from wavewire.transports.streams import AudioInputGate, FrameInput, FrameOutput, check_output
+from wavewire.transports.streams import (
+    AudioInputGate,
+    FrameInput,
+    FrameOutput,
+    FrameQueue,
+    check_output,
+)
 
 __all__ = ["CLIENT_EVENTS", "ClientConnection", "WebsocketClientTransport"]
 
@@ -207,8 +211,8 @@ class WebsocketClientTransport:
         self._finished: anyio.Event
         # The pending reconnect's scope (a new one per reconnect: trio's scopes are single-use).
         self._reconnect_scope: anyio.CancelScope | None = None
-        self._inbox_send: MemoryObjectSendStream[Frame] | None = None
-        self._inbox_receive: MemoryObjectReceiveStream[Frame] | None = None
+        #: ``input()``'s frames, one queue across reconnects.
+        self._inbox: FrameQueue | None = None
         #: The server is a peer too: its bad messages must not flood our log either.
         self._log = LogLimiter(logger)
         self._audio_in = AudioInputGate(self.params.audio_in_enabled, self._log)
@@ -237,9 +241,7 @@ class WebsocketClientTransport:
         driver = await self._connect()
         async with AsyncExitStack() as stack:
             stack.push_async_callback(driver.abort)
-            self._inbox_send, self._inbox_receive = anyio.create_memory_object_stream[Frame](
-                self.params.max_input_queue
-            )
+            self._inbox = FrameQueue(self.params.max_input_queue)
             tg = await stack.enter_async_context(anyio.create_task_group())
             self._tasks = tg
             self._adopt(driver)
@@ -260,9 +262,9 @@ class WebsocketClientTransport:
         self._reconnecting = False
         if self._reconnect_scope is not None:
             self._reconnect_scope.cancel()  # a pending reconnect is abandoned at once
-        # Input is over: a reader blocked on a full input queue must not hold up the close.
-        if self._inbox_receive is not None:
-            self._inbox_receive.close()
+        # Input is over: a driver blocked on a full input queue must not hold up the close.
+        if self._inbox is not None:
+            self._inbox.close()
         close_timeout = self.params.close_timeout
         bound = (close_timeout if close_timeout is not None else CLOSE_FALLBACK) + 1.0
         try:
@@ -290,9 +292,9 @@ class WebsocketClientTransport:
 
     def input(self) -> FrameInput:
         """Frames from the server, across reconnects; ends when the transport is done."""
-        if self._inbox_receive is None:
+        if self._inbox is None:
             raise RuntimeError("the transport is not running: use 'async with transport:'")
-        return FrameInput(self._inbox_receive)
+        return FrameInput(self._inbox)
 
     def output(self) -> FrameOutput:
         """Frames to the server; ``ConnectionClosed`` once closed for good."""
@@ -349,11 +351,8 @@ class WebsocketClientTransport:
         frame = event.frame
         if not self._audio_in.admit(frame, "server"):
             return  # audio input off (as Pipecat), or not whole samples (counted)
-        if self._inbox_send is None:
-            return
-        # Closed or broken: nobody will read it any more.
-        with contextlib.suppress(anyio.ClosedResourceError, anyio.BrokenResourceError):
-            await self._inbox_send.send(frame)
+        if self._inbox is not None:
+            await self._inbox.put(frame)  # dropped once closed: nobody will read it any more
 
     # --- internals ---------------------------------------------------------------------------
 
@@ -387,8 +386,8 @@ class WebsocketClientTransport:
                         next_driver = await self._reconnect()
         finally:
             self._reconnecting = False
-            if self._inbox_send is not None:
-                self._inbox_send.close()  # input() ends after what is buffered
+            if self._inbox is not None:
+                self._inbox.end()  # input() ends after what is buffered
             self._finished.set()
 
     async def _reconnect(self) -> AnyioClientDriver | None:

@@ -43,7 +43,6 @@ from typing import Any, Literal, TypeVar, get_args
 import anyio
 import anyio.abc
 import anyio.lowlevel
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from wavewire.adapters.anyio_server import listen_anyio
 from wavewire.adapters.asyncio_server import listen_asyncio
@@ -70,7 +69,13 @@ from wavewire.core.server import ServerProtocol
 from wavewire.core.session.audio import AudioBufferFull
 from wavewire.transports.events import EventHandlers
 from wavewire.transports.params import WebsocketServerParams
-from wavewire.transports.streams import AudioInputGate, FrameInput, FrameOutput, check_output
+from wavewire.transports.streams import (
+    AudioInputGate,
+    FrameInput,
+    FrameOutput,
+    FrameQueue,
+    check_output,
+)
 
 __all__ = ["ClientHandle", "DriverName", "WebsocketServerTransport", "WireStats"]
 
@@ -95,27 +100,24 @@ SERVER_EVENTS = (
 class _Inbox:
     """One client's input queue (policy ``multi``). Whoever may still read it holds it: the
     client's handle until its ``on_client_disconnected`` handlers have run, and every
-    ``FrameInput`` made from it. Once nobody does, it is collected, and closing it (the
-    finalizer) frees the frames nobody will read and unblocks a driver waiting to add one."""
+    ``FrameInput`` made from it; the driver only reaches the queue through the handle's weak
+    reference. Once nobody holds it, it is collected, and closing the queue then frees the
+    frames nobody will read and lets a driver waiting to add one go on (dropping it)."""
+
+    __slots__ = ("__weakref__", "queue")
 
     def __init__(self, size: int) -> None:
-        self.send, self.receive = anyio.create_memory_object_stream[Frame](size)
-        self.close = weakref.finalize(self, _close_streams, self.send, self.receive)
+        self.queue = FrameQueue(size)
+
+    def __del__(self) -> None:
+        self.queue.close()
 
 
-def _close_streams(
-    send: MemoryObjectSendStream[Frame], receive: MemoryObjectReceiveStream[Frame]
-) -> None:
-    send.close()
-    receive.close()
-
-
-def _ended() -> MemoryObjectReceiveStream[Frame]:
+def _ended() -> FrameQueue:
     """An input with nothing in it and nothing to come."""
-    send, receive = anyio.create_memory_object_stream[Frame](0)
-    send.close()
-    receive.close()  # reading it ends the iteration (ClosedResourceError -> the end)
-    return receive
+    queue = FrameQueue(0)
+    queue.close()
+    return queue
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,7 +136,8 @@ class ClientHandle:
     def __init__(self, transport: WebsocketServerTransport, info: ConnectionInfo) -> None:
         self._transport = transport
         self.info = info
-        self._gone = anyio.Event()
+        #: Set at the disconnect; made only when a task waits for it (most never do).
+        self._gone: anyio.Event | None = None
         #: Set once disconnected: how the session ended.
         self.disconnect: ClientDisconnected | None = None
         #: Policy ``multi``: the input queue, held until the disconnect has been handled...
@@ -171,7 +174,7 @@ class ClientHandle:
     async def close(self, code: int = 1000, reason: str = "") -> None:
         """Close the session and wait until it is over (bounded by ``close_timeout``)."""
         self._transport._driver_or_raise().close(self.id, code, reason)
-        await self._gone.wait()
+        await self._wait_gone()
 
     def input(self) -> FrameInput:
         """Frames from this client (policy ``multi`` or a ``session_key`` only: otherwise
@@ -187,7 +190,21 @@ class ClientHandle:
         inbox = self._live_inbox()
         if inbox is None:
             return FrameInput(_ended())
-        return FrameInput(inbox.receive, keep=inbox)
+        return FrameInput(inbox.queue, keep=inbox)
+
+    async def _wait_gone(self) -> None:
+        """Wait until the client is disconnected."""
+        if self.disconnect is not None:
+            await anyio.lowlevel.checkpoint()
+            return
+        if self._gone is None:
+            self._gone = anyio.Event()
+        await self._gone.wait()
+
+    def _mark_gone(self, event: ClientDisconnected) -> None:
+        self.disconnect = event
+        if self._gone is not None:
+            self._gone.set()
 
     def _live_inbox(self) -> _Inbox | None:
         return None if self._inbox_ref is None else self._inbox_ref()
@@ -229,9 +246,9 @@ class ClientHandle:
         while not self.offer(frame):
             await self.wait_audio_writable()
         if isinstance(frame, EndFrame | CancelFrame):
-            await self._gone.wait()  # after the drain (EndFrame) and the close handshake
-        else:
-            await self.drain()
+            await self._wait_gone()  # after the drain (EndFrame) and the close handshake
+        else:  # drain(), without its call: this is every send's path
+            await self._transport._driver_or_raise().drain(self.info.id)
 
     def __repr__(self) -> str:
         return f"<ClientHandle id={self.id} remote={self.remote!r} path={self.path!r}>"
@@ -276,9 +293,8 @@ class WebsocketServerTransport:
         self._pending_wake = anyio.Event()
         self._closing = False
         self._dispatcher_done = anyio.Event()
-        self._inbox_send: MemoryObjectSendStream[Frame] | None = None
-        self._inbox_receive: MemoryObjectReceiveStream[Frame] | None = None
-        self._open_receives: set[MemoryObjectReceiveStream[Frame]] = set()
+        #: Policies ``replace``/``reject``: the input of whoever is the current client.
+        self._input_queue: FrameQueue | None = None
         #: Policy ``multi``: every client's input still held by someone, closed on exit.
         self._inboxes: weakref.WeakSet[_Inbox] = weakref.WeakSet()
         #: Every per-peer log line of this transport and its driver goes through it.
@@ -310,10 +326,7 @@ class WebsocketServerTransport:
         driver = await self._start_driver(options)
         async with AsyncExitStack() as stack:
             stack.push_async_callback(driver.aclose)
-            self._inbox_send, self._inbox_receive = anyio.create_memory_object_stream[Frame](
-                self.params.max_input_queue
-            )
-            self._open_receives.add(self._inbox_receive)
+            self._input_queue = FrameQueue(self.params.max_input_queue)
             tg = await stack.enter_async_context(anyio.create_task_group())
             self._tasks = tg
             await tg.start(driver.serve)
@@ -337,13 +350,12 @@ class WebsocketServerTransport:
     ) -> None:
         stack, driver = self._stack, self._driver
         assert stack is not None and driver is not None
-        # Input is over: readers blocked on a full input queue must not hold up the close
+        # Input is over: drivers blocked on a full input queue must not hold up the close
         # handshakes (their frames are dropped), and the application's input loops end.
-        for receive in self._open_receives:
-            receive.close()
-        self._open_receives.clear()
+        assert self._input_queue is not None
+        self._input_queue.close()
         for inbox in list(self._inboxes):
-            inbox.receive.close()
+            inbox.queue.close()
         try:
             with anyio.CancelScope(shield=True):
                 await driver.shutdown()
@@ -355,10 +367,8 @@ class WebsocketServerTransport:
         finally:
             self._driver = None
             self._stack = None
-            assert self._inbox_send is not None
-            self._inbox_send.close()
             for inbox in list(self._inboxes):
-                inbox.close()
+                inbox.queue.close()
             # Whatever is left (a handler that never returns) is cancelled: no task outlives us.
             assert self._tasks is not None
             self._tasks.cancel_scope.cancel()
@@ -382,9 +392,9 @@ class WebsocketServerTransport:
                 "several clients (client_policy='multi' or a session_key):"
                 " read each client's client.input()"
             )
-        if self._inbox_receive is None:
+        if self._input_queue is None:
             raise RuntimeError("the transport is not running: use 'async with transport:'")
-        return FrameInput(self._inbox_receive)
+        return FrameInput(self._input_queue)
 
     def output(self) -> FrameOutput:
         """Frames to the current client; dropped while no client is connected (as Pipecat)."""
@@ -449,8 +459,7 @@ class WebsocketServerTransport:
                 self._queue("on_client_connected", handle)
             elif isinstance(event, ClientDisconnected):
                 handle = self._handles[event.connection.id]
-                handle.disconnect = event
-                handle._gone.set()
+                handle._mark_gone(event)
                 if self._current is handle:
                     self._current = None
                 self._queue("on_client_disconnected", handle)
@@ -500,33 +509,23 @@ class WebsocketServerTransport:
                 )
 
     def offer_frame(self, event: FrameReceived) -> bool:
-        send = self._frame_destination(event)
-        if send is not None:
-            try:
-                send.send_nowait(event.frame)
-            except anyio.WouldBlock:
-                return False
-            except (anyio.ClosedResourceError, anyio.BrokenResourceError):
-                pass  # nobody will read it any more
-        return True
+        queue = self._frame_destination(event)
+        return queue is None or queue.offer(event.frame)
 
     async def on_frame(self, event: FrameReceived) -> None:
-        send = self._frame_destination(event)
-        if send is None:
-            return
-        # Closed or broken: nobody will read it any more.
-        with contextlib.suppress(anyio.ClosedResourceError, anyio.BrokenResourceError):
-            await send.send(event.frame)
+        queue = self._frame_destination(event)
+        if queue is not None:
+            await queue.put(event.frame)
 
     def on_connection_done(self, connection_id: ConnectionId) -> None:
         handle = self._handles.pop(connection_id, None)
         inbox = None if handle is None else handle._live_inbox()
         if inbox is not None:
-            inbox.send.close()  # a reader gets what is buffered, then the end
+            inbox.queue.end()  # a reader gets what is buffered, then the end
 
     # --- internals ---------------------------------------------------------------------------
 
-    def _frame_destination(self, event: FrameReceived) -> MemoryObjectSendStream[Frame] | None:
+    def _frame_destination(self, event: FrameReceived) -> FrameQueue | None:
         """Where a received frame goes, or None if it is dropped."""
         handle = self._handles.get(event.connection.id)
         if handle is None:
@@ -534,12 +533,12 @@ class WebsocketServerTransport:
         disconnect = handle.disconnect
         if disconnect is not None and disconnect.cause is DisconnectCause.REPLACED:
             return None  # a replaced client's last input is stale, like its dropped output
-        if not self._audio_in.admit(event.frame, f"client {event.connection.id}"):
+        if not self._audio_in.admit(event.frame, event.connection.id):
             return None  # audio input off (as Pipecat), or not whole samples (counted)
         if handle._inbox_ref is None:
-            return self._inbox_send
+            return self._input_queue
         inbox = handle._live_inbox()
-        return None if inbox is None else inbox.send  # None: nobody will ever read it
+        return None if inbox is None else inbox.queue  # None: nobody will ever read it
 
     def _driver_or_raise(self) -> ServerDriver:
         if self._driver is None:
