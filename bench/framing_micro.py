@@ -66,7 +66,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=7)
     parser.add_argument(
-        "--pure", action="store_true", help="unmask in pure Python even if wsaccel is installed"
+        "--pure", action="store_true", help="unmask in pure Python even if a C masker is installed"
+    )
+    parser.add_argument(
+        "--no-vector",
+        action="store_true",
+        help="whole frames unmasked by wsaccel, not by websockets' apply_mask",
     )
     parser.add_argument(
         "--wsproto", action="store_true", help="wsproto's events() and send(), no shortcut"
@@ -74,7 +79,14 @@ def main() -> int:
     args = parser.parse_args()
     if args.pure:
         framing._C_MASKER = None
-    print("unmasking:", "pure Python" if framing._C_MASKER is None else "wsaccel (C)")
+    if args.pure or args.no_vector:
+        framing._VECTOR_MASK = None
+    print(
+        "unmasking:",
+        "wsaccel (C)" if framing._C_MASKER is not None else "pure Python",
+        "| whole frames:",
+        "websockets' apply_mask (C)" if framing._VECTOR_MASK is not None else "as above",
+    )
     print("path:", "wsproto" if args.wsproto else "shortcut for whole frames")
     for size, label in ((640, "640 B"), (65536, "64 KiB")):
         messages = 6600 if size == 640 else 330

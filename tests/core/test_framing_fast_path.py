@@ -250,6 +250,7 @@ def test_whole_frames_come_as_bare_messages_and_binary_waits_whole() -> None:
 
 def test_the_pure_unmasking_path_gives_the_same_messages(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(framing, "_C_MASKER", None)
+    monkeypatch.setattr(framing, "_VECTOR_MASK", None)
     assert_same_at_every_cut(EDGES["two whole messages"])
 
 

@@ -106,9 +106,31 @@ def _c_masker() -> Callable[[bytes], _Masker] | None:
 #: (tests/core/test_framing_speedups.py checks both give the same bytes).
 _C_MASKER = _c_masker()
 
+_MaskFunction = Callable[[bytes | bytearray | memoryview, bytes], bytes]
+
+
+def _vector_mask() -> _MaskFunction | None:
+    """websockets' ``apply_mask`` (C, vectorised: about 2 µs per 64 KiB where wsaccel's
+    byte-by-byte loop takes about 37), or None if websockets or its C extension is missing.
+
+    Pipecat's websocket extra installs websockets, so most users have it. Stateless (the key
+    starts at the first byte), so it serves whole frames (``apply_mask``) only; wsproto's path,
+    which unmasks a frame piece by piece, keeps ``_C_MASKER``.
+    """
+    try:
+        from websockets.speedups import apply_mask as vector_apply_mask
+    except ImportError:
+        return None
+    return cast(_MaskFunction, vector_apply_mask)
+
+
+_VECTOR_MASK = _vector_mask()
+
 
 def apply_mask(data: bytes | bytearray | memoryview, key: bytes) -> bytes:
     """XOR ``data`` with the 4-byte ``key`` repeated (RFC 6455 section 5.3), into new bytes."""
+    if _VECTOR_MASK is not None:
+        return _VECTOR_MASK(data, key)
     if _C_MASKER is not None:
         return bytes(_C_MASKER(key).process(data))
     n = len(data)
