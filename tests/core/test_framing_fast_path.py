@@ -282,5 +282,11 @@ def test_data_frame_goes_through_wsproto_with_deflate_or_when_not_open() -> None
 
 def test_the_end_of_input_reported_to_wsproto_comes_first() -> None:
     ws = connection(client=False)
+    other = connection(client=False)
     ws.receive_data(None)  # wsproto's way to say the byte stream ended: 1006
     assert list(ws.received_events()) == [CloseConnection(code=1006)]
+    # Its event queue is its own once used (until then the connections share an empty one).
+    assert list(other.events()) == []
+    other.receive_data(None)
+    assert list(other.events()) == [CloseConnection(code=1006)]
+    assert list(ws.events()) == []

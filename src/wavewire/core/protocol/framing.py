@@ -36,6 +36,7 @@ from __future__ import annotations
 import enum
 import struct
 import zlib
+from collections import deque
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import Protocol, cast
@@ -495,6 +496,9 @@ class _Slow(enum.Enum):
     WAIT = enum.auto()
 
 
+#: Every ``WsConnection``'s event queue until wsproto must queue an event (never appended to).
+_NO_EVENTS: deque[Event] = deque(maxlen=0)
+
 #: The first byte of a frame the shortcut reads: FIN, no RSV bit, text or binary.
 _WHOLE_TEXT = 0x80 | Opcode.TEXT.value
 _WHOLE_BINARY = 0x80 | Opcode.BINARY.value
@@ -518,6 +522,9 @@ class WsConnection(Connection):
         if client and mask_source is None:
             raise ValueError("a client connection needs a mask source")
         super().__init__(ConnectionType.CLIENT if client else ConnectionType.SERVER)
+        # wsproto's event deque (a 760-byte block even while empty, per idle connection) is
+        # filled only by receive_data(None): shared and empty until then.
+        self._events = _NO_EVENTS
         extensions: list[Extension] = []
         if deflate is not None:
             extensions.append(
@@ -540,6 +547,11 @@ class WsConnection(Connection):
     def failure(self) -> ParseFailed | None:
         """The peer's protocol violation, once parsing has failed."""
         return self._proto.failure
+
+    def receive_data(self, data: bytes | None) -> None:
+        if data is None and self._events is _NO_EVENTS:
+            self._events = deque()  # wsproto queues the end of input (1006) here
+        super().receive_data(data)
 
     def received_events(self) -> Generator[Event | bytes | str, None, None]:
         """What the bytes received so far make: a whole message read by the shortcut as bare
