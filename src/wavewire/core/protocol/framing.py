@@ -160,7 +160,11 @@ def encode_frame(
 def _frame_header(opcode: Opcode, length: int, fin: bool, rsv: RsvBits, *, masked: bool) -> bytes:
     """A frame's first 2, 4 or 10 bytes, up to the masking key (RFC 6455 section 5.2)."""
     first = (fin << 7) | (rsv.rsv1 << 6) | (rsv.rsv2 << 5) | (rsv.rsv3 << 4) | int(opcode)
-    mask_bit = 0x80 if masked else 0
+    return _header_bytes(first, (0x80 if masked else 0), length)
+
+
+def _header_bytes(first: int, mask_bit: int, length: int) -> bytes:
+    """The header from its first byte, the mask bit (0x80 or 0) and the payload length."""
     if length < 126:
         return bytes((first, mask_bit | length))
     if length < 1 << 16:
@@ -671,7 +675,7 @@ class WsConnection(Connection):
             message = TextMessage(data=data) if isinstance(data, str) else BytesMessage(data=data)
             return self.send(message), b""
         if isinstance(data, str):
-            payload, opcode = data.encode("utf-8"), Opcode.TEXT
+            payload, first = data.encode("utf-8"), _WHOLE_TEXT
         else:
-            payload, opcode = bytes(data), Opcode.BINARY  # no copy of a bytes object
-        return _frame_header(opcode, len(payload), True, _NO_RSV, masked=False), payload
+            payload, first = bytes(data), _WHOLE_BINARY  # no copy of a bytes object
+        return _header_bytes(first, 0, len(payload)), payload
