@@ -12,8 +12,10 @@ its frame is whole, wsproto in pieces as they arrive; so pieces are joined befor
 
 from __future__ import annotations
 
+import re
 import struct
 from collections.abc import Iterable
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -290,3 +292,54 @@ def test_the_end_of_input_reported_to_wsproto_comes_first() -> None:
     other.receive_data(None)
     assert list(other.events()) == [CloseConnection(code=1006)]
     assert list(ws.events()) == []
+
+
+def events(received: list[Any]) -> str:
+    """The events' repr without the frames' names, which count frames made in the process."""
+    return re.sub(r"name='\w+#\d+'", "name=...", repr(received))
+
+
+def server_core_run(stream: bytes, cut: int, *, shortcut: bool) -> list[object]:
+    """What a server core (``RawServer``: the raw serializer, no application) makes of
+    ``stream`` read in two pieces, then once the failure grace has passed: its events and the
+    bytes it writes, each step."""
+    from .test_connection import RawServer
+
+    original = WsConnection.__init__
+
+    def without_shortcut(self: WsConnection, **kwargs: Any) -> None:
+        original(self, **kwargs)
+        self._shortcut = False
+
+    if not shortcut:
+        WsConnection.__init__ = without_shortcut  # type: ignore[method-assign]
+    try:
+        raw = RawServer(max_message_size=CAP, max_fragments=8)
+        steps: list[object] = []
+        for piece in (stream[:cut], stream[cut:]):
+            steps += [raw.feed(piece), events(raw.server.events_received())]
+        steps += [raw.at(raw.now + 1.0), events(raw.server.events_received())]
+    finally:
+        WsConnection.__init__ = original  # type: ignore[method-assign]
+    return steps
+
+
+@settings(max_examples=80)
+@given(data=st.data())
+def test_the_server_core_writes_and_reports_the_same_either_way(data: st.DataObject) -> None:
+    # The whole connection (Connection on WsConnection): the same messages, pongs, close frames
+    # and codes, deferred failures and end events with the shortcut as through wsproto only.
+    stream = b"".join(data.draw(st.lists(frames(client=False), min_size=1, max_size=5)))
+    cut = data.draw(st.integers(0, len(stream)))
+    assert server_core_run(stream, cut, shortcut=True) == server_core_run(
+        stream, cut, shortcut=False
+    )
+
+
+@pytest.mark.parametrize("name", list(EDGES))
+def test_the_server_core_is_the_same_either_way_on_the_edge_streams(name: str) -> None:
+    stream = EDGES[name]
+    for cut in range(0, len(stream) + 1, max(1, len(stream) // 40)):
+        assert server_core_run(stream, cut, shortcut=True) == server_core_run(
+            stream, cut, shortcut=False
+        )
