@@ -170,8 +170,10 @@ class Connection:
         self._mask_source = mask_source
         self.state = State.CONNECTING
         self._ws: WsConnection | None = None
-        self._out = bytearray()
-        # Bytes at the start of _out that are the server's 101 response, until taken.
+        # Bytes to write, in pieces joined once by take_output (a message's payload is not
+        # copied before that).
+        self._out: list[bytes] = []
+        # Pieces at the start of _out that are the server's 101 response, until taken.
         self._unsent_response = 0
         self._drop_pending = False
         self._close_socket = False
@@ -200,7 +202,7 @@ class Connection:
         #: Set once upgraded, for the owner: the request (server) or response (client).
         self.upgrade: Upgraded | HandshakeAccepted | None = None
         if isinstance(handshake, ClientHandshake):
-            self._out += handshake.request
+            self._out.append(handshake.request)
 
     # --- inputs ------------------------------------------------------------------------------
 
@@ -279,10 +281,10 @@ class Connection:
         if self.state is not State.OPEN:
             raise InvalidState(f"cannot send on a connection that is {self.state.value}")
         assert self._ws is not None
-        if isinstance(data, str):
-            self._out += self._ws.send(TextMessage(data=data))
-        else:
-            self._out += self._ws.send(BytesMessage(data=data))
+        header, payload = self._ws.data_frame(data)
+        self._out.append(header)
+        if payload:
+            self._out.append(payload)
 
     def close(
         self,
@@ -312,7 +314,7 @@ class Connection:
                 # send the application's close frame and end now, as the protocol error it is.
                 assert self._ws is not None
                 self._deferred_failure = self._failure_at = None
-                self._out += self._ws.send(CloseConnection(code=code, reason=reason))
+                self._out.append(self._ws.send(CloseConnection(code=code, reason=reason)))
                 self._finish(Ended(code, reason, DisconnectCause.PROTOCOL_ERROR))
             else:
                 self._start_close(code, reason, cause, now)
@@ -327,7 +329,7 @@ class Connection:
             pong, self._owed_pong = self._owed_pong, None
             assert self._ws is not None, "a pong is owed only once open"
             if self._ws.state is WsState.OPEN:  # not once our close frame is out (5.5.2)
-                self._out += self._ws.send(pong)
+                self._out.append(self._ws.send(pong))
 
     def take_events(self) -> list[LowEvent]:
         events, self._events = self._events, []
@@ -340,7 +342,7 @@ class Connection:
             return None
         if not self._out and not self._close_socket and not self._drop_pending:
             return None
-        transmit = Transmit(self.id, bytes(self._out), self._drop_pending, self._close_socket)
+        transmit = Transmit(self.id, b"".join(self._out), self._drop_pending, self._close_socket)
         self._out.clear()
         self._unsent_response = 0
         self._drop_pending = False
@@ -382,13 +384,13 @@ class Connection:
         if outcome is None:
             return
         if isinstance(outcome, Refused):
-            self._out += outcome.response
+            self._out.append(outcome.response)
             self._handshake_done(HandshakeDone(outcome.status_code, outcome.detail, outcome.failed))
         elif isinstance(outcome, HandshakeFailure):
             self._handshake_done(HandshakeDone(None, str(outcome.error), error=outcome.error))
         else:
             if isinstance(outcome, Upgraded):
-                self._out += outcome.response
+                self._out.append(outcome.response)
                 self._unsent_response = len(self._out)
             self._open(outcome, now)
 
@@ -427,8 +429,12 @@ class Connection:
         ws = self._ws
         assert ws is not None
         delivered = False
-        for event in ws.events():
-            if isinstance(event, Message):
+        for event in ws.received_events():
+            if type(event) is bytes or type(event) is str:
+                # A whole message read straight from the buffer (framing.py's shortcut).
+                self._events.append(MessageIn(event))
+                delivered = True
+            elif isinstance(event, Message):
                 joined: bytes | str
                 if isinstance(event, TextMessage):
                     text = self._text
@@ -457,7 +463,7 @@ class Connection:
                 # No pong once our close frame is out (5.5.2); while not writable, the latest
                 # ping's pong only (5.5.3).
                 if ws.state is WsState.OPEN and self._writable:
-                    self._out += ws.send(event.response())
+                    self._out.append(ws.send(event.response()))
                 elif ws.state is WsState.OPEN:
                     self._owed_pong = event.response()
             elif isinstance(event, Pong):
@@ -482,7 +488,7 @@ class Connection:
         assert ws is not None
         if self.state is State.OPEN:
             # The peer started the close handshake: echo its code (RFC 6455 5.5.1).
-            self._out += ws.send(event.response())
+            self._out.append(ws.send(event.response()))
             self._end = Ended(int(event.code), event.reason or "", DisconnectCause.CLOSED_BY_PEER)
             if not self._client:
                 self._finish(self._end)  # the server closes TCP first (7.1.1)
@@ -499,7 +505,7 @@ class Connection:
     def _start_close(self, code: int, reason: str, cause: DisconnectCause, now: float) -> None:
         ws = self._ws
         assert ws is not None
-        self._out += ws.send(CloseConnection(code=code, reason=reason))
+        self._out.append(ws.send(CloseConnection(code=code, reason=reason)))
         self._end = Ended(code, reason, cause)
         self._move(Trigger.CLOSE_STARTED)
         self._arm_close_timer(now)
@@ -521,7 +527,7 @@ class Connection:
         assert ws is not None
         reason = _FAILURE_REASONS.get(code, "")
         if ws.state is WsState.OPEN and not abort:
-            self._out += ws.send(CloseConnection(code=code, reason=reason))
+            self._out.append(ws.send(CloseConnection(code=code, reason=reason)))
         self._finish(Ended(int(code), reason, cause), drop_pending=abort)
 
     def _finish(self, end: Ended, *, drop_pending: bool = False) -> None:
@@ -568,7 +574,7 @@ class Connection:
             return
         self._pings_sent += 1
         self._ping_payload = self._pings_sent.to_bytes(4, "big")
-        self._out += ws.send(Ping(payload=self._ping_payload))
+        self._out.append(ws.send(Ping(payload=self._ping_payload)))
         if self._limits.ping_timeout is not None:
             # The pong timer starts when the ping is queued, not when it is flushed.
             self._pong_deadline = now + self._limits.ping_timeout

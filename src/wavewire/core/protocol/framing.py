@@ -16,19 +16,40 @@ wsproto parses and validates frames (RFC 6455 section 5), reassembles UTF-8 incr
   ``max_length`` and fails the message with 1009 once its inflated size passes
   ``max_message_size``, counted across all the message's frames (RFC 7692 section 8.1).
 
-These override wsproto internals (``FrameProtocol._serialize_frame``, ``_frame_decoder``); the
-dependency is pinned to wsproto 1.x and tests/core/test_connection.py pins their behaviour.
+And one shortcut for the common case (``WsConnection.received_events``, ``data_frame``): a
+whole, unfragmented data frame (FIN, text or binary, no RSV bit, masked as the role expects,
+within the size cap) that is all in the receive buffer is read straight from it, unmasked with
+one copy of the payload, and handed on as a bare ``bytes`` or ``str``; a server's message goes
+out as its header and the payload itself, without the copies of wsproto's ``send``. Everything
+else -- fragments, control frames, close, a negotiated extension, any frame that breaks a rule --
+goes through wsproto one frame at a time, unchanged, and the shortcut resumes at the next frame
+boundary. tests/core/test_framing_fast_path.py checks both paths give the same messages, pongs
+and close codes on generated frame streams cut at every byte.
+
+These override wsproto internals (``FrameProtocol._serialize_frame``, ``_frame_decoder``,
+``_parse_more``, ``Connection._state``); the dependency is pinned to wsproto 1.x and
+tests/core/test_connection.py pins their behaviour.
 """
 
 from __future__ import annotations
 
+import enum
 import struct
 import zlib
+from collections import deque
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import Protocol, cast
 
-from wsproto.connection import Connection, ConnectionType
+from wsproto.connection import Connection, ConnectionState, ConnectionType
+from wsproto.events import (
+    BytesMessage,
+    CloseConnection,
+    Event,
+    Ping,
+    Pong,
+    TextMessage,
+)
 from wsproto.extensions import Extension, PerMessageDeflate
 from wsproto.frame_protocol import (
     CloseReason,
@@ -66,7 +87,7 @@ _RSV = tuple(RsvBits(bool(bits & 4), bool(bits & 2), bool(bits & 1)) for bits in
 class _Masker(Protocol):
     """XORs successive pieces of one frame's payload with its key (wsproto's and wsaccel's)."""
 
-    def process(self, data: bytes | bytearray) -> bytes | bytearray: ...
+    def process(self, data: bytes | bytearray | memoryview) -> bytes | bytearray: ...
 
 
 def _c_masker() -> Callable[[bytes], _Masker] | None:
@@ -86,9 +107,31 @@ def _c_masker() -> Callable[[bytes], _Masker] | None:
 #: (tests/core/test_framing_speedups.py checks both give the same bytes).
 _C_MASKER = _c_masker()
 
+_MaskFunction = Callable[[bytes | bytearray | memoryview, bytes], bytes]
 
-def apply_mask(data: bytes, key: bytes) -> bytes:
-    """XOR ``data`` with the 4-byte ``key`` repeated (RFC 6455 section 5.3)."""
+
+def _vector_mask() -> _MaskFunction | None:
+    """websockets' ``apply_mask`` (C, vectorised: about 2 µs per 64 KiB where wsaccel's
+    byte-by-byte loop takes about 37), or None if websockets or its C extension is missing.
+
+    Pipecat's websocket extra installs websockets, so most users have it. Stateless (the key
+    starts at the first byte), so it serves whole frames (``apply_mask``) only; wsproto's path,
+    which unmasks a frame piece by piece, keeps ``_C_MASKER``.
+    """
+    try:
+        from websockets.speedups import apply_mask as vector_apply_mask
+    except ImportError:
+        return None
+    return cast(_MaskFunction, vector_apply_mask)
+
+
+_VECTOR_MASK = _vector_mask()
+
+
+def apply_mask(data: bytes | bytearray | memoryview, key: bytes) -> bytes:
+    """XOR ``data`` with the 4-byte ``key`` repeated (RFC 6455 section 5.3), into new bytes."""
+    if _VECTOR_MASK is not None:
+        return _VECTOR_MASK(data, key)
     if _C_MASKER is not None:
         return bytes(_C_MASKER(key).process(data))
     n = len(data)
@@ -117,7 +160,11 @@ def encode_frame(
 def _frame_header(opcode: Opcode, length: int, fin: bool, rsv: RsvBits, *, masked: bool) -> bytes:
     """A frame's first 2, 4 or 10 bytes, up to the masking key (RFC 6455 section 5.2)."""
     first = (fin << 7) | (rsv.rsv1 << 6) | (rsv.rsv2 << 5) | (rsv.rsv3 << 4) | int(opcode)
-    mask_bit = 0x80 if masked else 0
+    return _header_bytes(first, (0x80 if masked else 0), length)
+
+
+def _header_bytes(first: int, mask_bit: int, length: int) -> bytes:
+    """The header from its first byte, the mask bit (0x80 or 0) and the payload length."""
     if length < 126:
         return bytes((first, mask_bit | length))
     if length < 1 << 16:
@@ -389,6 +436,8 @@ class _LimitedFrameDecoder(FrameDecoder):
 
 
 class _FrameProtocol(FrameProtocol):
+    _frame_decoder: _LimitedFrameDecoder
+
     def __init__(
         self,
         client: bool,
@@ -442,9 +491,26 @@ class _FrameProtocol(FrameProtocol):
         return frame
 
 
+class _Slow(enum.Enum):
+    """Why the shortcut did not take the frame at the start of the receive buffer."""
+
+    #: Not a whole-message data frame it handles (or it breaks a rule): wsproto reads it.
+    FRAME = enum.auto()
+    #: A binary frame it handles, not all here yet: wait for the rest (the size cap bounds it).
+    WAIT = enum.auto()
+
+
+#: Every ``WsConnection``'s event queue until wsproto must queue an event (never appended to).
+_NO_EVENTS: deque[Event] = deque(maxlen=0)
+
+#: The first byte of a frame the shortcut reads: FIN, no RSV bit, text or binary.
+_WHOLE_TEXT = 0x80 | Opcode.TEXT.value
+_WHOLE_BINARY = 0x80 | Opcode.BINARY.value
+
+
 class WsConnection(Connection):
     """wsproto's post-handshake connection with injected masking, early limits and, when
-    ``deflate`` was agreed, bounded permessage-deflate."""
+    ``deflate`` was agreed, bounded permessage-deflate; whole data frames take a shortcut."""
 
     _proto: _FrameProtocol
 
@@ -460,6 +526,9 @@ class WsConnection(Connection):
         if client and mask_source is None:
             raise ValueError("a client connection needs a mask source")
         super().__init__(ConnectionType.CLIENT if client else ConnectionType.SERVER)
+        # wsproto's event deque (a 760-byte block even while empty, per idle connection) is
+        # filled only by receive_data(None): shared and empty until then.
+        self._events = _NO_EVENTS
         extensions: list[Extension] = []
         if deflate is not None:
             extensions.append(
@@ -472,8 +541,141 @@ class WsConnection(Connection):
             mask_source=mask_source,
             extensions=extensions,
         )
+        self._max_message_size = max_message_size
+        # An extension (deflate) may claim RSV bits and rewrite payloads: wsproto's path only.
+        self._shortcut = not extensions
+        # Set at a close frame or a violation: wsproto parses nothing after either.
+        self._input_done = False
 
     @property
     def failure(self) -> ParseFailed | None:
         """The peer's protocol violation, once parsing has failed."""
         return self._proto.failure
+
+    def receive_data(self, data: bytes | None) -> None:
+        if data is None and self._events is _NO_EVENTS:
+            self._events = deque()  # wsproto queues the end of input (1006) here
+        super().receive_data(data)
+
+    def received_events(self) -> Generator[Event | bytes | str, None, None]:
+        """What the bytes received so far make: a whole message read by the shortcut as bare
+        ``bytes`` (binary) or ``str`` (text), anything else as wsproto's ``events()`` gives it
+        (message pieces, pings, pongs, the close frame or a failure as ``CloseConnection``).
+
+        The messages are the same as through ``events()``, but a binary frame the shortcut
+        handles is handed on once whole, not in pieces as it arrives.
+        """
+        while self._events:  # only wsproto's receive_data(None) (end of input) puts events here
+            yield self._events.popleft()
+        proto = self._proto
+        decoder = proto._frame_decoder
+        while not self._input_done:
+            if self._shortcut and decoder.header is None and not decoder._in_message:
+                message = self._take_whole_message(decoder)
+                if message is _Slow.WAIT:
+                    return
+                if message is not _Slow.FRAME:
+                    yield message
+                    continue
+            try:  # one frame (or the piece of one that is here) through wsproto's parser
+                frame = next(proto._parse_more)
+            except ParseFailed as exc:
+                proto.failure = exc
+                self._input_done = True
+                yield CloseConnection(code=exc.code, reason=str(exc))
+                return
+            if frame is None:
+                return  # wsproto needs more bytes
+            yield self._frame_event(frame)
+
+    def _take_whole_message(self, decoder: _LimitedFrameDecoder) -> bytes | str | _Slow:
+        """Read the frame at the buffer's start if it is a whole message the shortcut handles.
+
+        Only frames valid by every check of ``parse_header`` and the message decoder are taken
+        (wsproto's path would accept them and make the same message); for any other, or
+        on bad UTF-8, nothing is consumed and ``_Slow.FRAME`` sends the frame through wsproto,
+        which fails it with the same error and close code as before.
+        """
+        data = decoder.buffer.buffer
+        available = len(data)
+        if available < 2:
+            return _Slow.WAIT  # wsproto's parser would wait as well
+        first, second = data[0], data[1]
+        if first != _WHOLE_BINARY and first != _WHOLE_TEXT:
+            return _Slow.FRAME
+        if bool(second & 0x80) is self.client:
+            return _Slow.FRAME  # masked to a client or unmasked to a server: 1002 (5.1)
+        length = second & 0x7F
+        start = 2
+        if length == 126:
+            if available < 4:
+                return _Slow.WAIT
+            length, start = (data[2] << 8) | data[3], 4
+            if length < 126:
+                return _Slow.FRAME  # not the minimal encoding (5.2)
+        elif length == 127:
+            if available < 10:
+                return _Slow.WAIT
+            length, start = int.from_bytes(data[2:10], "big"), 10
+            if length <= 0xFFFF or length >> 63:
+                return _Slow.FRAME
+        if length > self._max_message_size:
+            return _Slow.FRAME  # 1009 from parse_header
+        key_end = start if self.client else start + 4
+        end = key_end + length
+        if available < end:
+            # A binary frame waits whole in the buffer (bounded by the size cap); a text frame
+            # goes through wsproto, which checks its UTF-8 piece by piece and fails bad text
+            # as soon as it arrives (8.1).
+            return _Slow.WAIT if first == _WHOLE_BINARY else _Slow.FRAME
+        with memoryview(data) as view:
+            if self.client:
+                payload = bytes(view[start:end])
+            else:
+                payload = apply_mask(view[key_end:end], bytes(view[start:key_end]))
+        message: bytes | str = payload
+        if first == _WHOLE_TEXT:
+            try:
+                message = payload.decode("utf-8")
+            except UnicodeDecodeError:
+                return _Slow.FRAME  # wsproto's message decoder fails it with 1007
+        del data[:end]
+        return message
+
+    def _frame_event(self, frame: Frame) -> Event:
+        """The event wsproto's ``events()`` makes of a frame (wsproto 1.x)."""
+        opcode, payload = frame.opcode, frame.payload
+        finished = frame.frame_finished, frame.message_finished
+        if opcode is Opcode.BINARY:
+            return BytesMessage(cast(bytes, payload), *finished)
+        if opcode is Opcode.TEXT:
+            return TextMessage(cast(str, payload), *finished)
+        if opcode is Opcode.PING:
+            return Ping(payload=cast(bytes, payload))
+        if opcode is Opcode.PONG:
+            return Pong(payload=cast(bytes, payload))
+        assert opcode is Opcode.CLOSE
+        code, reason = cast(tuple[int, str], payload)
+        self._input_done = True
+        if self._state is ConnectionState.LOCAL_CLOSING:
+            self._state = ConnectionState.CLOSED
+        else:
+            self._state = ConnectionState.REMOTE_CLOSING
+        return CloseConnection(code=code, reason=reason)
+
+    def data_frame(self, data: bytes | str) -> tuple[bytes, bytes]:
+        """One whole message as a frame to send: its header and its payload, in that order.
+
+        A server's frame without an extension is built here: the payload is the caller's
+        bytes object itself (text: its UTF-8), not a copy. Anything else (a client's masked
+        frame, a deflated one) comes from wsproto's ``send``, whole in the first item.
+        Raises wsproto's ``LocalProtocolError`` unless the connection is open, as ``send``.
+        """
+        if self.client or not self._shortcut or self._state is not ConnectionState.OPEN:
+            message = TextMessage(data=data) if isinstance(data, str) else BytesMessage(data=data)
+            return self.send(message), b""
+        if isinstance(data, str):
+            payload, first = data.encode("utf-8"), _WHOLE_TEXT
+        else:
+            payload, first = bytes(data), _WHOLE_BINARY  # no copy of a bytes object
+        return _header_bytes(first, 0, len(payload)), payload
