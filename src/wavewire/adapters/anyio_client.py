@@ -30,7 +30,7 @@ import anyio.abc
 import anyio.lowlevel
 
 from wavewire.adapters.errors import ConnectionClosed
-from wavewire.adapters.outbox import WRITE_ERRORS, Outbox
+from wavewire.adapters.outbox import WRITE_ERRORS, Outbox, WriteWatch
 from wavewire.adapters.timer import DeadlineTimer
 from wavewire.core.client import ClientProtocol
 from wavewire.core.config import ClientConfig
@@ -93,10 +93,11 @@ class AnyioClientDriver:
         self._stream = stream
         self._sink = sink
         self._early_events = early_events
+        self._watch = WriteWatch(write_timeout) if write_timeout is not None else None
         self._outbox = Outbox(
             stream,
             high_water=high_water,
-            write_timeout=write_timeout,
+            watch=self._watch,
             close_timeout=protocol.config.close_timeout,
         )
         self._frames: list[FrameReceived] = []
@@ -158,6 +159,8 @@ class AnyioClientDriver:
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._timer.run)
+                if self._watch is not None:
+                    tg.start_soon(self._watch.run)
                 async with anyio.create_task_group() as io:
                     io.start_soon(self._write)
                     self._route(self._early_events)
@@ -210,7 +213,8 @@ class AnyioClientDriver:
             await self._flushed.wait()
 
     async def drain(self) -> None:
-        """Wait until pending output is under the high-water mark (always a checkpoint)."""
+        """Wait until pending output is under the high-water mark (a checkpoint at least once
+        per ``DRAIN_YIELD_EVERY`` calls)."""
         await self._outbox.wait_writable()
 
     def close(self, code: int = 1000, reason: str = "") -> None:

@@ -5,14 +5,16 @@ Tasks, all in one task group:
 * the accept loop, one task per connection (which first completes the TLS handshake, if any,
   bounded by ``open_timeout``);
 * per connection, a reader (socket -> ``receive_data``/``receive_eof``) and a writer (the
-  connection's ``Outbox``, its only writer);
-* one timer task sleeping until ``next_deadline()``, woken whenever the deadline changes.
+  connection's ``Outbox``, its only writer: what a loop pass queued leaves in one ``send``);
+* one timer task sleeping until ``next_deadline()``, woken whenever the deadline changes;
+* one ``WriteWatch`` task failing writes that block longer than ``write_timeout``.
 
 Every core call is followed by ``_flush()``, the one choke point: it routes ``data_to_send()``
-to the outboxes (drop, write, close), hands events to the sink and re-arms the timer. Time is
-``anyio.current_time()``. Received frames are delivered by the connection's reader, which
-awaits the sink: a slow consumer stops the reading of that socket (backpressure) instead of
-growing a queue.
+to the outboxes (drop, write, close), hands events to the sink, offers received frames to it
+and re-arms the timer. Time is ``anyio.current_time()``. Received frames go to the sink with
+``offer_frame`` (every frame of one read in one pass, no task switch); frames the sink has no
+room for are awaited by the connection's reader (``on_frame``) before it reads on: a slow
+consumer stops the reading of that socket (backpressure) instead of growing a queue.
 
 Running out of descriptors (or kernel memory) makes ``accept()`` fail: the loop logs it (one
 rate-limited line), sleeps a little longer each time (``ACCEPT_BACKOFF``) and accepts again; the
@@ -25,7 +27,6 @@ import contextlib
 import errno
 import logging
 import ssl
-from dataclasses import dataclass, field
 
 import anyio
 import anyio.abc
@@ -35,7 +36,7 @@ from anyio.abc import SocketAttribute
 from anyio.streams.tls import TLSStream
 
 from wavewire.adapters.errors import ConnectionClosed
-from wavewire.adapters.outbox import Outbox
+from wavewire.adapters.outbox import Outbox, WriteWatch
 from wavewire.adapters.ratelimit import LogLimiter
 from wavewire.adapters.sink import ListenOptions, ServerEventSink, split_events
 from wavewire.adapters.timer import DeadlineTimer
@@ -61,15 +62,33 @@ TLS_HANDSHAKE_FALLBACK = 60.0
 TLS_ERRORS = (ssl.SSLError, TimeoutError, anyio.EndOfStream, *READ_ERRORS)
 
 
-@dataclass(eq=False)
 class _Connection:
-    id: ConnectionId
-    outbox: Outbox
-    frames: list[FrameReceived] = field(default_factory=list)
-    #: Scope of the receive in progress; the writer cancels it once the socket is closed.
-    receive_scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
-    stop_reading: bool = False
-    done: anyio.Event = field(default_factory=anyio.Event)
+    __slots__ = ("_done", "finished", "frames", "id", "outbox", "receive_scope", "stop_reading")
+
+    def __init__(self, connection_id: ConnectionId, outbox: Outbox) -> None:
+        self.id = connection_id
+        self.outbox = outbox
+        #: Frames the sink had no room for, in order: the reader awaits them before reading on.
+        self.frames: list[FrameReceived] = []
+        #: Scope of the receive in progress; the writer cancels it once the socket is closed.
+        self.receive_scope: anyio.CancelScope | None = None
+        self.stop_reading = False
+        #: The socket is closed and the connection's tasks are over.
+        self.finished = False
+        self._done: anyio.Event | None = None  # made by the first waiter
+
+    def mark_finished(self) -> None:
+        self.finished = True
+        if self._done is not None:
+            self._done.set()
+
+    async def wait_finished(self) -> None:
+        if self.finished:
+            await anyio.lowlevel.checkpoint()
+            return
+        if self._done is None:
+            self._done = anyio.Event()
+        await self._done.wait()
 
 
 class AnyioServerDriver:
@@ -99,9 +118,9 @@ class AnyioServerDriver:
         self._log = log if log is not None else LogLimiter(logger)
         self._sink = sink
         self._high_water = high_water
-        self._write_timeout = write_timeout
         self._connections: dict[ConnectionId, _Connection] = {}
         self._timer = DeadlineTimer(self._on_timer)
+        self._watch = WriteWatch(write_timeout) if write_timeout is not None else None
         # Set (and dropped) by the next flush: what audio senders blocked on a full queue wait on.
         self._flushed: anyio.Event | None = None
         self._accepting = anyio.CancelScope()
@@ -116,6 +135,8 @@ class AnyioServerDriver:
         """Accept and serve connections until ``shutdown()`` has finished."""
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._timer.run)
+            if self._watch is not None:
+                tg.start_soon(self._watch.run)
             tg.start_soon(self._accept_loop, tg)
             task_status.started()
             await self._stopped.wait()
@@ -136,7 +157,7 @@ class AnyioServerDriver:
             bound = (close_timeout if close_timeout is not None else SHUTDOWN_FALLBACK) + 1.0
             with anyio.move_on_after(bound):
                 for connection in list(self._connections.values()):
-                    await connection.done.wait()
+                    await connection.wait_finished()
         self._stopped.set()
 
     async def drain_sessions(self) -> None:
@@ -197,7 +218,7 @@ class AnyioServerDriver:
         """Wait until the connection's socket is closed and its tasks are over."""
         connection = self._connections.get(connection_id)
         if connection is not None:
-            await connection.done.wait()
+            await connection.wait_finished()
 
     @property
     def local_address(self) -> tuple[str, int]:
@@ -213,12 +234,16 @@ class AnyioServerDriver:
             if connection is None:
                 continue
             connection.outbox.apply(transmit)
-        events, _ = split_events(self.protocol.events_received(), self._connections)
+        events, fed = split_events(self.protocol.events_received(), self._connections)
         if events:
             try:
                 self._sink.on_events(events)
             except Exception:
                 self._log_internal_error("event sink failed")
+        for connection in fed:
+            # Only a reader's core call yields frames, and it awaits what is left over before
+            # reading on: the list held nothing before this flush, so the order is kept.
+            self._offer_frames(connection)
         deadline = self.protocol.next_deadline()
         self._timer.arm(deadline)
         if self._flushed is not None:
@@ -324,7 +349,7 @@ class AnyioServerDriver:
         outbox = Outbox(
             stream,
             high_water=self._high_water,
-            write_timeout=self._write_timeout,
+            watch=self._watch,
             close_timeout=close_timeout,
         )
         connection = _Connection(connection_id, outbox)
@@ -347,7 +372,7 @@ class AnyioServerDriver:
             self.protocol.connection_lost(connection_id, anyio.current_time())
             self._flush()
             del self._connections[connection_id]
-            connection.done.set()
+            connection.mark_finished()
             try:
                 self._sink.on_connection_done(connection_id)
             except Exception:
@@ -363,15 +388,15 @@ class AnyioServerDriver:
         while not (outbox.close_requested or connection.stop_reading):
             data = b""
             eof = lost = False
-            connection.receive_scope = anyio.CancelScope()
-            with connection.receive_scope:
+            scope = connection.receive_scope = anyio.CancelScope()
+            with scope:
                 try:
                     data = await stream.receive(READ_SIZE)
                 except anyio.EndOfStream:
                     eof = True
                 except READ_ERRORS:
                     lost = True
-            if connection.receive_scope.cancel_called:
+            if scope.cancel_called:
                 break
             now = anyio.current_time()
             if eof:
@@ -386,10 +411,23 @@ class AnyioServerDriver:
             if eof or lost:
                 break
 
+    def _offer_frames(self, connection: _Connection) -> None:
+        frames = connection.frames
+        taken = 0
+        for event in frames:
+            if not self._sink.offer_frame(event):
+                break
+            taken += 1
+        del frames[:taken]
+
     async def _deliver_frames(self, connection: _Connection) -> None:
+        """Await the sink for the frames it had no room for (the first of them was refused);
+        the later ones are offered first, awaited only while it is full."""
         while connection.frames:
-            event = connection.frames.pop(0)
-            await self._sink.on_frame(event)
+            frames, connection.frames = connection.frames, []
+            for event in frames:
+                if not self._sink.offer_frame(event):
+                    await self._sink.on_frame(event)
 
     async def _write(self, connection: _Connection) -> None:
         def failed() -> None:
@@ -405,7 +443,8 @@ class AnyioServerDriver:
         await connection.outbox.run(failed)
         # The socket is closed: stop a reader blocked on it (frames it holds are still delivered).
         connection.stop_reading = True
-        connection.receive_scope.cancel()
+        if connection.receive_scope is not None:
+            connection.receive_scope.cancel()
 
 
 async def listen_anyio(
