@@ -63,16 +63,13 @@ TLS_ERRORS = (ssl.SSLError, TimeoutError, anyio.EndOfStream, *READ_ERRORS)
 
 
 class _Connection:
-    __slots__ = ("_done", "finished", "frames", "id", "outbox", "receive_scope", "stop_reading")
+    __slots__ = ("_done", "finished", "frames", "id", "outbox")
 
     def __init__(self, connection_id: ConnectionId, outbox: Outbox) -> None:
         self.id = connection_id
         self.outbox = outbox
         #: Frames the sink had no room for, in order: the reader awaits them before reading on.
         self.frames: list[FrameReceived] = []
-        #: Scope of the receive in progress; the writer cancels it once the socket is closed.
-        self.receive_scope: anyio.CancelScope | None = None
-        self.stop_reading = False
         #: The socket is closed and the connection's tasks are over.
         self.finished = False
         self._done: anyio.Event | None = None  # made by the first waiter
@@ -385,19 +382,17 @@ class AnyioServerDriver:
 
     async def _read(self, connection: _Connection, stream: anyio.abc.ByteStream) -> None:
         outbox = connection.outbox
-        while not (outbox.close_requested or connection.stop_reading):
+        while not outbox.ending:
             data = b""
             eof = lost = False
-            scope = connection.receive_scope = anyio.CancelScope()
-            with scope:
-                try:
-                    data = await stream.receive(READ_SIZE)
-                except anyio.EndOfStream:
-                    eof = True
-                except READ_ERRORS:
-                    lost = True
-            if scope.cancel_called:
-                break
+            try:
+                data = await stream.receive(READ_SIZE)
+            except anyio.EndOfStream:
+                eof = True
+            except READ_ERRORS:
+                lost = True
+            if outbox.closed:
+                break  # the writer closes the socket (what woke this receive): nothing to feed
             now = anyio.current_time()
             if eof:
                 self.protocol.receive_eof(connection.id, now)
@@ -440,11 +435,9 @@ class AnyioServerDriver:
             self.protocol.connection_lost(connection.id, anyio.current_time())
             self._flush()
 
+        # The outbox closes the socket when it is done: that ends a receive in progress (with
+        # ClosedResourceError), without a cancel scope per read. Frames held are still delivered.
         await connection.outbox.run(failed)
-        # The socket is closed: stop a reader blocked on it (frames it holds are still delivered).
-        connection.stop_reading = True
-        if connection.receive_scope is not None:
-            connection.receive_scope.cancel()
 
 
 async def listen_anyio(

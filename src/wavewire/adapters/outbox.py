@@ -13,7 +13,6 @@ keepalive or close timeout) also cancels a write in progress.
 from __future__ import annotations
 
 import contextlib
-from collections import deque
 from collections.abc import Callable
 
 import anyio
@@ -85,7 +84,8 @@ class Outbox:
         self._high_water = high_water
         self._watch = watch
         self._close_timeout = close_timeout
-        self._chunks: deque[bytes] = deque()
+        # A list, not a deque: an empty deque is a 760-byte block, per idle connection.
+        self._chunks: list[bytes] = []
         self._queued = 0
         # The first chunk ever queued is the opening-handshake response: drop_pending keeps it
         # until it is written (1 while it waits at the head of _chunks, then 0).
@@ -109,6 +109,11 @@ class Outbox:
         #: (the core then holds back pongs owed to a ping flood).
         self.on_writable: Callable[[bool], None] | None = None
         self._over = False
+
+    @property
+    def ending(self) -> bool:
+        """The close is requested or the socket closed: the connection's reader stops."""
+        return self.close_requested or self.closed
 
     @property
     def pending(self) -> int:
