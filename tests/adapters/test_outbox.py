@@ -11,6 +11,7 @@ import anyio.abc
 import pytest
 
 from wavewire.adapters.outbox import DRAIN_YIELD_EVERY, Outbox, WriteWatch
+from wavewire.adapters.timer import bound_clock
 
 from .faults import shrink_receive_buffer
 from .support import synthetic_clock
@@ -150,3 +151,16 @@ async def test_wait_writable_waits_while_over_high_water_until_the_write_progres
                 received += len(await pair.peer.receive())
             outbox.request_close()
     assert woke and woke[0] <= 64 * 1024
+
+
+async def test_bound_clock_is_the_clock_anyio_reads() -> None:
+    clock = bound_clock()
+    assert clock is not anyio.current_time  # bound to the running backend
+    before = anyio.current_time()
+    await anyio.sleep(0.05)
+    now = clock()
+    assert before + 0.05 <= now <= anyio.current_time()
+
+
+def test_bound_clock_outside_an_event_loop_is_anyio_current_time() -> None:
+    assert bound_clock() is anyio.current_time

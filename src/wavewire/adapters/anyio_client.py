@@ -31,7 +31,7 @@ import anyio.lowlevel
 
 from wavewire.adapters.errors import ConnectionClosed
 from wavewire.adapters.outbox import WRITE_ERRORS, Outbox, WriteWatch
-from wavewire.adapters.timer import DeadlineTimer
+from wavewire.adapters.timer import DeadlineTimer, bound_clock
 from wavewire.core.client import ClientProtocol
 from wavewire.core.config import ClientConfig
 from wavewire.core.errors import HandshakeTimeout, InvalidState, WavewireError
@@ -93,7 +93,9 @@ class AnyioClientDriver:
         self._stream = stream
         self._sink = sink
         self._early_events = early_events
-        self._watch = WriteWatch(write_timeout) if write_timeout is not None else None
+        #: ``anyio.current_time``, its backend looked up once.
+        self._now = bound_clock()
+        self._watch = None if write_timeout is None else WriteWatch(write_timeout, self._now)
         self._outbox = Outbox(
             stream,
             high_water=high_water,
@@ -194,7 +196,7 @@ class AnyioClientDriver:
         ``AudioBufferFull`` (nothing queued) while the audio queue is full: await
         ``wait_audio_writable``, then send it again."""
         try:
-            sent = self.protocol.send_frame(frame, anyio.current_time())
+            sent = self.protocol.send_frame(frame, self._now())
         except InvalidState as exc:
             raise ConnectionClosed(str(exc)) from None
         self._flush()
@@ -268,7 +270,7 @@ class AnyioClientDriver:
                     lost = True
             if self._receive_scope.cancel_called:
                 break
-            now = anyio.current_time()
+            now = self._now()
             if eof:
                 self.protocol.receive_eof(now)
             elif lost:

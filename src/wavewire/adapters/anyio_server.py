@@ -11,10 +11,11 @@ Tasks, all in one task group:
 
 Every core call is followed by ``_flush()``, the one choke point: it routes ``data_to_send()``
 to the outboxes (drop, write, close), hands events to the sink, offers received frames to it
-and re-arms the timer. Time is ``anyio.current_time()``. Received frames go to the sink with
-``offer_frame`` (every frame of one read in one pass, no task switch); frames the sink has no
-room for are awaited by the connection's reader (``on_frame``) before it reads on: a slow
-consumer stops the reading of that socket (backpressure) instead of growing a queue.
+and re-arms the timer. Time is ``anyio.current_time()`` (its backend looked up once:
+``bound_clock``). Received frames go to the sink with ``offer_frame`` (every frame of one read
+in one pass, no task switch); frames the sink has no room for are awaited by the connection's
+reader (``on_frame``) before it reads on: a slow consumer stops the reading of that socket
+(backpressure) instead of growing a queue.
 
 Running out of descriptors (or kernel memory) makes ``accept()`` fail: the loop logs it (one
 rate-limited line), sleeps a little longer each time (``ACCEPT_BACKOFF``) and accepts again; the
@@ -39,7 +40,7 @@ from wavewire.adapters.errors import ConnectionClosed
 from wavewire.adapters.outbox import Outbox, WriteWatch
 from wavewire.adapters.ratelimit import LogLimiter
 from wavewire.adapters.sink import ListenOptions, ServerEventSink, split_events
-from wavewire.adapters.timer import DeadlineTimer
+from wavewire.adapters.timer import DeadlineTimer, bound_clock
 from wavewire.core.errors import InvalidState
 from wavewire.core.events import ConnectionId, FrameReceived
 from wavewire.core.frames import Frame
@@ -117,7 +118,9 @@ class AnyioServerDriver:
         self._high_water = high_water
         self._connections: dict[ConnectionId, _Connection] = {}
         self._timer = DeadlineTimer(self._on_timer)
-        self._watch = WriteWatch(write_timeout) if write_timeout is not None else None
+        #: ``anyio.current_time``, its backend looked up once.
+        self._now = bound_clock()
+        self._watch = None if write_timeout is None else WriteWatch(write_timeout, self._now)
         # Set (and dropped) by the next flush: what audio senders blocked on a full queue wait on.
         self._flushed: anyio.Event | None = None
         self._accepting = anyio.CancelScope()
@@ -147,7 +150,7 @@ class AnyioServerDriver:
             await self._accept_done.wait()  # the listener must not be closed under accept()
             with contextlib.suppress(*READ_ERRORS):
                 await self._listener.aclose()
-            self.protocol.shutdown(anyio.current_time(), code, reason)
+            self.protocol.shutdown(self._now(), code, reason)
             self._flush()
             # Bounded even with close_timeout=None: a shutdown must end.
             close_timeout = self.protocol.config.close_timeout
@@ -161,7 +164,7 @@ class AnyioServerDriver:
         """Stop adopting (upgrades get 503, ``/readyz`` 503; the listener stays open for health
         checks and close handshakes) and wait until every session has ended: closed with 1012
         at ``drain_timeout``, if still running (``ServerProtocol.drain``)."""
-        now = anyio.current_time()
+        now = self._now()
         timeout = self.protocol.config.drain_timeout
         self.protocol.drain(now, None if timeout is None else now + timeout)
         self._flush()
@@ -180,7 +183,7 @@ class AnyioServerDriver:
     def send_frame(self, connection_id: ConnectionId, frame: Frame) -> bool:
         """Queue ``frame``; ``ConnectionClosed`` if the client is not connected."""
         try:
-            sent = self.protocol.send_frame(connection_id, frame, anyio.current_time())
+            sent = self.protocol.send_frame(connection_id, frame, self._now())
         except InvalidState as exc:
             raise ConnectionClosed(str(exc)) from None
         self._flush()
@@ -208,7 +211,7 @@ class AnyioServerDriver:
             await connection.outbox.wait_writable()
 
     def close(self, connection_id: ConnectionId, code: int = 1000, reason: str = "") -> None:
-        self.protocol.close(connection_id, anyio.current_time(), code, reason)
+        self.protocol.close(connection_id, self._now(), code, reason)
         self._flush()
 
     async def wait_done(self, connection_id: ConnectionId) -> None:
@@ -340,7 +343,7 @@ class AnyioServerDriver:
             if tls is None:
                 return
             stream = tls
-        now = anyio.current_time()
+        now = self._now()
         connection_id = self.protocol.connection_made(now, remote)
         close_timeout = self.protocol.config.close_timeout
         outbox = Outbox(
@@ -366,7 +369,7 @@ class AnyioServerDriver:
         finally:
             # Forced out (internal error, or cancelled by a shutdown past its bound): the core
             # must still hear of it, so the session ends with exactly one disconnect event.
-            self.protocol.connection_lost(connection_id, anyio.current_time())
+            self.protocol.connection_lost(connection_id, self._now())
             self._flush()
             del self._connections[connection_id]
             connection.mark_finished()
@@ -393,7 +396,7 @@ class AnyioServerDriver:
                 lost = True
             if outbox.closed:
                 break  # the writer closes the socket (what woke this receive): nothing to feed
-            now = anyio.current_time()
+            now = self._now()
             if eof:
                 self.protocol.receive_eof(connection.id, now)
             elif lost:
@@ -432,7 +435,7 @@ class AnyioServerDriver:
                 "connection %d: write failed or timed out; aborting",
                 connection.id,
             )
-            self.protocol.connection_lost(connection.id, anyio.current_time())
+            self.protocol.connection_lost(connection.id, self._now())
             self._flush()
 
         # The outbox closes the socket when it is done: that ends a receive in progress (with

@@ -40,14 +40,16 @@ class WriteWatch:
     about once per ``timeout`` while writes come and go, instead of arming a timer per write.
     """
 
-    def __init__(self, timeout: float) -> None:
+    def __init__(self, timeout: float, clock: Callable[[], float] = anyio.current_time) -> None:
+        """``clock``: ``anyio.current_time``, or the same clock bound once (``bound_clock``)."""
         self.timeout = timeout
+        self._clock = clock
         # Writes in progress: the outbox, and when its write started.
         self._writing: dict[Outbox, float] = {}
         self._wake: anyio.Event | None = None
 
     def started(self, outbox: Outbox) -> None:
-        self._writing[outbox] = anyio.current_time()
+        self._writing[outbox] = self._clock()
         if self._wake is not None:  # the task waits for a first write: this one
             self._wake.set()
             self._wake = None
@@ -63,7 +65,7 @@ class WriteWatch:
                 await wake.wait()
                 continue
             await anyio.sleep_until(min(self._writing.values()) + self.timeout)
-            now = anyio.current_time()
+            now = self._clock()
             stalled = [o for o, started in self._writing.items() if now - started >= self.timeout]
             for outbox in stalled:
                 del self._writing[outbox]
