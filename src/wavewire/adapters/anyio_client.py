@@ -50,7 +50,9 @@ __all__ = ["AnyioClientDriver", "ClientEventSink", "ConnectError"]
 
 logger = logging.getLogger("wavewire.client")
 
-READ_SIZE = 64 * 1024
+#: Bytes asked of one receive: what asyncio reads from a socket at most (256 KiB), so that
+#: anyio never splits (copies) what one read brought.
+READ_SIZE = 256 * 1024
 #: Exceptions that mean the socket is gone, mapped at the backend boundary.
 READ_ERRORS = (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError)
 

@@ -50,7 +50,9 @@ __all__ = ["AnyioServerDriver", "listen_anyio"]
 
 logger = logging.getLogger("wavewire.server")
 
-READ_SIZE = 64 * 1024
+#: Bytes asked of one receive: what asyncio reads from a socket at most (256 KiB), so that
+#: anyio never splits (copies) what one read brought.
+READ_SIZE = 256 * 1024
 #: Seconds a shutdown waits for close handshakes when ``close_timeout`` is None.
 SHUTDOWN_FALLBACK = 10.0
 #: Exceptions that mean the socket is gone, mapped at the backend boundary.
