@@ -4,8 +4,9 @@ Tasks, all in one task group:
 
 * the accept loop, one task per connection (which first completes the TLS handshake, if any,
   bounded by ``open_timeout``);
-* per connection, a reader (socket -> ``receive_data``/``receive_eof``) and a writer (the
-  connection's ``Outbox``, its only writer: what a loop pass queued leaves in one ``send``);
+* per connection, a reader (socket -> ``receive_data``/``receive_eof``; the accept loop's
+  task) and a writer (the connection's ``Outbox``, its only writer: what a loop pass queued
+  leaves in one ``send``; it closes the socket, which ends the reader's receive);
 * one timer task sleeping until ``next_deadline()``, woken whenever the deadline changes;
 * one ``WriteWatch`` task failing writes that block longer than ``write_timeout``.
 
@@ -291,7 +292,7 @@ class AnyioServerDriver:
                 backoff = min(backoff * 2, ACCEPT_BACKOFF[1])
                 continue
             backoff = ACCEPT_BACKOFF[0]
-            tg.start_soon(self._handle, stream)
+            tg.start_soon(self._handle, stream, tg)
 
     def _log_accept_error(self, exc: BaseException, backoff: float) -> None:
         cause = exc if isinstance(exc, OSError) else exc.__cause__
@@ -337,7 +338,7 @@ class AnyioServerDriver:
             await anyio.aclose_forcefully(stream)
             return None
 
-    async def _handle(self, socket_stream: anyio.abc.SocketStream) -> None:
+    async def _handle(self, socket_stream: anyio.abc.SocketStream, tg: anyio.abc.TaskGroup) -> None:
         remote = socket_stream.extra(SocketAttribute.remote_address, None)
         stream: anyio.abc.ByteStream = socket_stream
         if self._ssl_context is not None:
@@ -358,16 +359,19 @@ class AnyioServerDriver:
         outbox.on_writable = lambda writable: self._on_writable(connection_id, writable)
         self._connections[connection_id] = connection
         try:
-            self._flush()
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(self._write, connection)
+            # The writer runs in the server's task group: no task group (and cancel scope) of
+            # its own per connection. Started first, it always runs: it closes the socket.
+            tg.start_soon(self._write, connection)
+            try:
+                self._flush()
                 await self._read(connection, stream)
-        except Exception:
-            # A bug (ours or a sink's) ends this connection, never the server.
-            self._log_internal_error(
-                "connection %d: internal error; connection dropped", connection_id
-            )
-            await anyio.aclose_forcefully(stream)
+            except Exception:
+                # A bug (ours or a sink's) ends this connection, never the server.
+                self._log_internal_error(
+                    "connection %d: internal error; connection dropped", connection_id
+                )
+                outbox.abort()  # the writer closes the socket at once
+            await outbox.wait_closed()
         finally:
             # Forced out (internal error, or cancelled by a shutdown past its bound): the core
             # must still hear of it, so the session ends with exactly one disconnect event.
@@ -442,7 +446,14 @@ class AnyioServerDriver:
 
         # The outbox closes the socket when it is done: that ends a receive in progress (with
         # ClosedResourceError), without a cancel scope per read. Frames held are still delivered.
-        await connection.outbox.run(failed)
+        try:
+            await connection.outbox.run(failed)
+        except Exception:
+            # A bug (ours or a sink's, from the flush in failed()) ends this connection, never
+            # the server: the socket is closed, the reader ends and the core hears of it.
+            self._log_internal_error(
+                "connection %d: internal error; connection dropped", connection.id
+            )
 
 
 async def listen_anyio(

@@ -107,6 +107,9 @@ class Outbox:
         # The writer's scope (one per connection, not per write), for abort() to cancel.
         self._run_scope: anyio.CancelScope | None = None
         self._stalled = False
+        #: ``run`` has closed the socket and returned.
+        self._finished = False
+        self._finished_event: anyio.Event | None = None  # made by the first waiter
         #: Told ``False`` when pending bytes go over ``high_water``, ``True`` when back under
         #: (the core then holds back pongs owed to a ping flood).
         self.on_writable: Callable[[bool], None] | None = None
@@ -248,7 +251,20 @@ class Outbox:
             self._chunks.clear()
             self._queued = 0
             self._signal_progress()
-            await self._close_socket()
+            try:
+                await self._close_socket()
+            finally:
+                self._finished = True
+                if self._finished_event is not None:
+                    self._finished_event.set()
+
+    async def wait_closed(self) -> None:
+        """Wait until ``run`` has closed the socket and returned."""
+        if self._finished:
+            return
+        if self._finished_event is None:
+            self._finished_event = anyio.Event()
+        await self._finished_event.wait()
 
     async def _close_socket(self) -> None:
         if not self.failed:
