@@ -30,8 +30,8 @@ import anyio.abc
 import anyio.lowlevel
 
 from wavewire.adapters.errors import ConnectionClosed
-from wavewire.adapters.outbox import WRITE_ERRORS, Outbox
-from wavewire.adapters.timer import DeadlineTimer
+from wavewire.adapters.outbox import WRITE_ERRORS, Outbox, WriteWatch
+from wavewire.adapters.timer import DeadlineTimer, bound_clock
 from wavewire.core.client import ClientProtocol
 from wavewire.core.config import ClientConfig
 from wavewire.core.errors import HandshakeTimeout, InvalidState, WavewireError
@@ -50,7 +50,9 @@ __all__ = ["AnyioClientDriver", "ClientEventSink", "ConnectError"]
 
 logger = logging.getLogger("wavewire.client")
 
-READ_SIZE = 64 * 1024
+#: Bytes asked of one receive: what asyncio reads from a socket at most (256 KiB), so that
+#: anyio never splits (copies) what one read brought.
+READ_SIZE = 256 * 1024
 #: Exceptions that mean the socket is gone, mapped at the backend boundary.
 READ_ERRORS = (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError)
 
@@ -93,10 +95,13 @@ class AnyioClientDriver:
         self._stream = stream
         self._sink = sink
         self._early_events = early_events
+        #: ``anyio.current_time``, its backend looked up once.
+        self._now = bound_clock()
+        self._watch = None if write_timeout is None else WriteWatch(write_timeout, self._now)
         self._outbox = Outbox(
             stream,
             high_water=high_water,
-            write_timeout=write_timeout,
+            watch=self._watch,
             close_timeout=protocol.config.close_timeout,
         )
         self._frames: list[FrameReceived] = []
@@ -158,6 +163,8 @@ class AnyioClientDriver:
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._timer.run)
+                if self._watch is not None:
+                    tg.start_soon(self._watch.run)
                 async with anyio.create_task_group() as io:
                     io.start_soon(self._write)
                     self._route(self._early_events)
@@ -191,7 +198,7 @@ class AnyioClientDriver:
         ``AudioBufferFull`` (nothing queued) while the audio queue is full: await
         ``wait_audio_writable``, then send it again."""
         try:
-            sent = self.protocol.send_frame(frame, anyio.current_time())
+            sent = self.protocol.send_frame(frame, self._now())
         except InvalidState as exc:
             raise ConnectionClosed(str(exc)) from None
         self._flush()
@@ -210,7 +217,8 @@ class AnyioClientDriver:
             await self._flushed.wait()
 
     async def drain(self) -> None:
-        """Wait until pending output is under the high-water mark (always a checkpoint)."""
+        """Wait until pending output is under the high-water mark (a checkpoint at least once
+        per ``DRAIN_YIELD_EVERY`` calls)."""
         await self._outbox.wait_writable()
 
     def close(self, code: int = 1000, reason: str = "") -> None:
@@ -264,7 +272,7 @@ class AnyioClientDriver:
                     lost = True
             if self._receive_scope.cancel_called:
                 break
-            now = anyio.current_time()
+            now = self._now()
             if eof:
                 self.protocol.receive_eof(now)
             elif lost:

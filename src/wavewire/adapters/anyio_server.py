@@ -4,15 +4,19 @@ Tasks, all in one task group:
 
 * the accept loop, one task per connection (which first completes the TLS handshake, if any,
   bounded by ``open_timeout``);
-* per connection, a reader (socket -> ``receive_data``/``receive_eof``) and a writer (the
-  connection's ``Outbox``, its only writer);
-* one timer task sleeping until ``next_deadline()``, woken whenever the deadline changes.
+* per connection, a reader (socket -> ``receive_data``/``receive_eof``; the accept loop's
+  task) and a writer (the connection's ``Outbox``, its only writer: what a loop pass queued
+  leaves in one ``send``; it closes the socket, which ends the reader's receive);
+* one timer task sleeping until ``next_deadline()``, woken whenever the deadline changes;
+* one ``WriteWatch`` task failing writes that block longer than ``write_timeout``.
 
 Every core call is followed by ``_flush()``, the one choke point: it routes ``data_to_send()``
-to the outboxes (drop, write, close), hands events to the sink and re-arms the timer. Time is
-``anyio.current_time()``. Received frames are delivered by the connection's reader, which
-awaits the sink: a slow consumer stops the reading of that socket (backpressure) instead of
-growing a queue.
+to the outboxes (drop, write, close), hands events to the sink, offers received frames to it
+and re-arms the timer. Time is ``anyio.current_time()`` (its backend looked up once:
+``bound_clock``). Received frames go to the sink with ``offer_frame`` (every frame of one read
+in one pass, no task switch); frames the sink has no room for are awaited by the connection's
+reader (``on_frame``) before it reads on: a slow consumer stops the reading of that socket
+(backpressure) instead of growing a queue.
 
 Running out of descriptors (or kernel memory) makes ``accept()`` fail: the loop logs it (one
 rate-limited line), sleeps a little longer each time (``ACCEPT_BACKOFF``) and accepts again; the
@@ -25,7 +29,6 @@ import contextlib
 import errno
 import logging
 import ssl
-from dataclasses import dataclass, field
 
 import anyio
 import anyio.abc
@@ -35,10 +38,10 @@ from anyio.abc import SocketAttribute
 from anyio.streams.tls import TLSStream
 
 from wavewire.adapters.errors import ConnectionClosed
-from wavewire.adapters.outbox import Outbox
+from wavewire.adapters.outbox import Outbox, WriteWatch
 from wavewire.adapters.ratelimit import LogLimiter
 from wavewire.adapters.sink import ListenOptions, ServerEventSink, split_events
-from wavewire.adapters.timer import DeadlineTimer
+from wavewire.adapters.timer import DeadlineTimer, bound_clock
 from wavewire.core.errors import InvalidState
 from wavewire.core.events import ConnectionId, FrameReceived
 from wavewire.core.frames import Frame
@@ -48,7 +51,9 @@ __all__ = ["AnyioServerDriver", "listen_anyio"]
 
 logger = logging.getLogger("wavewire.server")
 
-READ_SIZE = 64 * 1024
+#: Bytes asked of one receive: what asyncio reads from a socket at most (256 KiB), so that
+#: anyio never splits (copies) what one read brought.
+READ_SIZE = 256 * 1024
 #: Seconds a shutdown waits for close handshakes when ``close_timeout`` is None.
 SHUTDOWN_FALLBACK = 10.0
 #: Exceptions that mean the socket is gone, mapped at the backend boundary.
@@ -61,15 +66,30 @@ TLS_HANDSHAKE_FALLBACK = 60.0
 TLS_ERRORS = (ssl.SSLError, TimeoutError, anyio.EndOfStream, *READ_ERRORS)
 
 
-@dataclass(eq=False)
 class _Connection:
-    id: ConnectionId
-    outbox: Outbox
-    frames: list[FrameReceived] = field(default_factory=list)
-    #: Scope of the receive in progress; the writer cancels it once the socket is closed.
-    receive_scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
-    stop_reading: bool = False
-    done: anyio.Event = field(default_factory=anyio.Event)
+    __slots__ = ("_done", "finished", "frames", "id", "outbox")
+
+    def __init__(self, connection_id: ConnectionId, outbox: Outbox) -> None:
+        self.id = connection_id
+        self.outbox = outbox
+        #: Frames the sink had no room for, in order: the reader awaits them before reading on.
+        self.frames: list[FrameReceived] = []
+        #: The socket is closed and the connection's tasks are over.
+        self.finished = False
+        self._done: anyio.Event | None = None  # made by the first waiter
+
+    def mark_finished(self) -> None:
+        self.finished = True
+        if self._done is not None:
+            self._done.set()
+
+    async def wait_finished(self) -> None:
+        if self.finished:
+            await anyio.lowlevel.checkpoint()
+            return
+        if self._done is None:
+            self._done = anyio.Event()
+        await self._done.wait()
 
 
 class AnyioServerDriver:
@@ -99,9 +119,11 @@ class AnyioServerDriver:
         self._log = log if log is not None else LogLimiter(logger)
         self._sink = sink
         self._high_water = high_water
-        self._write_timeout = write_timeout
         self._connections: dict[ConnectionId, _Connection] = {}
         self._timer = DeadlineTimer(self._on_timer)
+        #: ``anyio.current_time``, its backend looked up once.
+        self._now = bound_clock()
+        self._watch = None if write_timeout is None else WriteWatch(write_timeout, self._now)
         # Set (and dropped) by the next flush: what audio senders blocked on a full queue wait on.
         self._flushed: anyio.Event | None = None
         self._accepting = anyio.CancelScope()
@@ -116,6 +138,8 @@ class AnyioServerDriver:
         """Accept and serve connections until ``shutdown()`` has finished."""
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._timer.run)
+            if self._watch is not None:
+                tg.start_soon(self._watch.run)
             tg.start_soon(self._accept_loop, tg)
             task_status.started()
             await self._stopped.wait()
@@ -129,21 +153,21 @@ class AnyioServerDriver:
             await self._accept_done.wait()  # the listener must not be closed under accept()
             with contextlib.suppress(*READ_ERRORS):
                 await self._listener.aclose()
-            self.protocol.shutdown(anyio.current_time(), code, reason)
+            self.protocol.shutdown(self._now(), code, reason)
             self._flush()
             # Bounded even with close_timeout=None: a shutdown must end.
             close_timeout = self.protocol.config.close_timeout
             bound = (close_timeout if close_timeout is not None else SHUTDOWN_FALLBACK) + 1.0
             with anyio.move_on_after(bound):
                 for connection in list(self._connections.values()):
-                    await connection.done.wait()
+                    await connection.wait_finished()
         self._stopped.set()
 
     async def drain_sessions(self) -> None:
         """Stop adopting (upgrades get 503, ``/readyz`` 503; the listener stays open for health
         checks and close handshakes) and wait until every session has ended: closed with 1012
         at ``drain_timeout``, if still running (``ServerProtocol.drain``)."""
-        now = anyio.current_time()
+        now = self._now()
         timeout = self.protocol.config.drain_timeout
         self.protocol.drain(now, None if timeout is None else now + timeout)
         self._flush()
@@ -162,7 +186,7 @@ class AnyioServerDriver:
     def send_frame(self, connection_id: ConnectionId, frame: Frame) -> bool:
         """Queue ``frame``; ``ConnectionClosed`` if the client is not connected."""
         try:
-            sent = self.protocol.send_frame(connection_id, frame, anyio.current_time())
+            sent = self.protocol.send_frame(connection_id, frame, self._now())
         except InvalidState as exc:
             raise ConnectionClosed(str(exc)) from None
         self._flush()
@@ -190,14 +214,14 @@ class AnyioServerDriver:
             await connection.outbox.wait_writable()
 
     def close(self, connection_id: ConnectionId, code: int = 1000, reason: str = "") -> None:
-        self.protocol.close(connection_id, anyio.current_time(), code, reason)
+        self.protocol.close(connection_id, self._now(), code, reason)
         self._flush()
 
     async def wait_done(self, connection_id: ConnectionId) -> None:
         """Wait until the connection's socket is closed and its tasks are over."""
         connection = self._connections.get(connection_id)
         if connection is not None:
-            await connection.done.wait()
+            await connection.wait_finished()
 
     @property
     def local_address(self) -> tuple[str, int]:
@@ -213,12 +237,16 @@ class AnyioServerDriver:
             if connection is None:
                 continue
             connection.outbox.apply(transmit)
-        events, _ = split_events(self.protocol.events_received(), self._connections)
+        events, fed = split_events(self.protocol.events_received(), self._connections)
         if events:
             try:
                 self._sink.on_events(events)
             except Exception:
                 self._log_internal_error("event sink failed")
+        for connection in fed:
+            # Only a reader's core call yields frames, and it awaits what is left over before
+            # reading on: the list held nothing before this flush, so the order is kept.
+            self._offer_frames(connection)
         deadline = self.protocol.next_deadline()
         self._timer.arm(deadline)
         if self._flushed is not None:
@@ -264,7 +292,7 @@ class AnyioServerDriver:
                 backoff = min(backoff * 2, ACCEPT_BACKOFF[1])
                 continue
             backoff = ACCEPT_BACKOFF[0]
-            tg.start_soon(self._handle, stream)
+            tg.start_soon(self._handle, stream, tg)
 
     def _log_accept_error(self, exc: BaseException, backoff: float) -> None:
         cause = exc if isinstance(exc, OSError) else exc.__cause__
@@ -310,7 +338,7 @@ class AnyioServerDriver:
             await anyio.aclose_forcefully(stream)
             return None
 
-    async def _handle(self, socket_stream: anyio.abc.SocketStream) -> None:
+    async def _handle(self, socket_stream: anyio.abc.SocketStream, tg: anyio.abc.TaskGroup) -> None:
         remote = socket_stream.extra(SocketAttribute.remote_address, None)
         stream: anyio.abc.ByteStream = socket_stream
         if self._ssl_context is not None:
@@ -318,36 +346,39 @@ class AnyioServerDriver:
             if tls is None:
                 return
             stream = tls
-        now = anyio.current_time()
+        now = self._now()
         connection_id = self.protocol.connection_made(now, remote)
         close_timeout = self.protocol.config.close_timeout
         outbox = Outbox(
             stream,
             high_water=self._high_water,
-            write_timeout=self._write_timeout,
+            watch=self._watch,
             close_timeout=close_timeout,
         )
         connection = _Connection(connection_id, outbox)
         outbox.on_writable = lambda writable: self._on_writable(connection_id, writable)
         self._connections[connection_id] = connection
         try:
-            self._flush()
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(self._write, connection)
+            # The writer runs in the server's task group: no task group (and cancel scope) of
+            # its own per connection. Started first, it always runs: it closes the socket.
+            tg.start_soon(self._write, connection)
+            try:
+                self._flush()
                 await self._read(connection, stream)
-        except Exception:
-            # A bug (ours or a sink's) ends this connection, never the server.
-            self._log_internal_error(
-                "connection %d: internal error; connection dropped", connection_id
-            )
-            await anyio.aclose_forcefully(stream)
+            except Exception:
+                # A bug (ours or a sink's) ends this connection, never the server.
+                self._log_internal_error(
+                    "connection %d: internal error; connection dropped", connection_id
+                )
+                outbox.abort()  # the writer closes the socket at once
+            await outbox.wait_closed()
         finally:
             # Forced out (internal error, or cancelled by a shutdown past its bound): the core
             # must still hear of it, so the session ends with exactly one disconnect event.
-            self.protocol.connection_lost(connection_id, anyio.current_time())
+            self.protocol.connection_lost(connection_id, self._now())
             self._flush()
             del self._connections[connection_id]
-            connection.done.set()
+            connection.mark_finished()
             try:
                 self._sink.on_connection_done(connection_id)
             except Exception:
@@ -360,20 +391,18 @@ class AnyioServerDriver:
 
     async def _read(self, connection: _Connection, stream: anyio.abc.ByteStream) -> None:
         outbox = connection.outbox
-        while not (outbox.close_requested or connection.stop_reading):
+        while not outbox.ending:
             data = b""
             eof = lost = False
-            connection.receive_scope = anyio.CancelScope()
-            with connection.receive_scope:
-                try:
-                    data = await stream.receive(READ_SIZE)
-                except anyio.EndOfStream:
-                    eof = True
-                except READ_ERRORS:
-                    lost = True
-            if connection.receive_scope.cancel_called:
-                break
-            now = anyio.current_time()
+            try:
+                data = await stream.receive(READ_SIZE)
+            except anyio.EndOfStream:
+                eof = True
+            except READ_ERRORS:
+                lost = True
+            if outbox.closed:
+                break  # the writer closes the socket (what woke this receive): nothing to feed
+            now = self._now()
             if eof:
                 self.protocol.receive_eof(connection.id, now)
             elif lost:
@@ -386,10 +415,23 @@ class AnyioServerDriver:
             if eof or lost:
                 break
 
+    def _offer_frames(self, connection: _Connection) -> None:
+        frames = connection.frames
+        taken = 0
+        for event in frames:
+            if not self._sink.offer_frame(event):
+                break
+            taken += 1
+        del frames[:taken]
+
     async def _deliver_frames(self, connection: _Connection) -> None:
+        """Await the sink for the frames it had no room for (the first of them was refused);
+        the later ones are offered first, awaited only while it is full."""
         while connection.frames:
-            event = connection.frames.pop(0)
-            await self._sink.on_frame(event)
+            frames, connection.frames = connection.frames, []
+            for event in frames:
+                if not self._sink.offer_frame(event):
+                    await self._sink.on_frame(event)
 
     async def _write(self, connection: _Connection) -> None:
         def failed() -> None:
@@ -399,13 +441,19 @@ class AnyioServerDriver:
                 "connection %d: write failed or timed out; aborting",
                 connection.id,
             )
-            self.protocol.connection_lost(connection.id, anyio.current_time())
+            self.protocol.connection_lost(connection.id, self._now())
             self._flush()
 
-        await connection.outbox.run(failed)
-        # The socket is closed: stop a reader blocked on it (frames it holds are still delivered).
-        connection.stop_reading = True
-        connection.receive_scope.cancel()
+        # The outbox closes the socket when it is done: that ends a receive in progress (with
+        # ClosedResourceError), without a cancel scope per read. Frames held are still delivered.
+        try:
+            await connection.outbox.run(failed)
+        except Exception:
+            # A bug (ours or a sink's, from the flush in failed()) ends this connection, never
+            # the server: the socket is closed, the reader ends and the core hears of it.
+            self._log_internal_error(
+                "connection %d: internal error; connection dropped", connection.id
+            )
 
 
 async def listen_anyio(

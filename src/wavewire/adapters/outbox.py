@@ -1,16 +1,18 @@
 """One connection's outgoing bytes: queued in order, written by one task, bounded in time.
 
 The flush choke point puts bytes here synchronously; ``run`` is the connection's only writer, so
-writes never interleave. ``drop_pending`` discards what is queued and not yet written (a replaced
-client's stale audio). A write that makes no progress for ``write_timeout`` seconds (a peer that
-stopped reading) fails the connection instead of blocking forever; an abort from the core (drop
-and close, nothing to write: a keepalive or close timeout) also cancels a write in progress.
+writes never interleave, and everything queued while a write was in progress leaves with the
+next one (one ``send`` per batch). ``drop_pending`` discards what is queued and not yet written
+(a replaced client's stale audio). A write that makes no progress for ``write_timeout`` seconds
+(a peer that stopped reading) fails the connection instead of blocking forever: the driver's
+one ``WriteWatch`` task checks the writes in progress, so a write that does not block costs no
+timer or cancel scope of its own. An abort from the core (drop and close, nothing to write: a
+keepalive or close timeout) also cancels a write in progress.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections import deque
 from collections.abc import Callable
 
 import anyio
@@ -19,10 +21,55 @@ import anyio.lowlevel
 
 from wavewire.core.protocol.connection import Transmit
 
-__all__ = ["Outbox"]
+__all__ = ["Outbox", "WriteWatch"]
 
 #: Exceptions that mean the socket is unusable, mapped here at the backend boundary.
 WRITE_ERRORS = (TimeoutError, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError)
+
+#: ``wait_writable`` calls that find the connection writable between two checkpoints.
+DRAIN_YIELD_EVERY = 64
+
+
+class WriteWatch:
+    """Fails every write that has been in progress for ``timeout`` seconds: one task for all
+    of a driver's outboxes.
+
+    A write registers when it starts and leaves when it ends (a dict entry, no timer). The task
+    sleeps until the oldest write in progress reaches the timeout, fails the writes that did,
+    and sleeps again; with no write in progress it waits for the next one. It wakes at most
+    about once per ``timeout`` while writes come and go, instead of arming a timer per write.
+    """
+
+    def __init__(self, timeout: float, clock: Callable[[], float] = anyio.current_time) -> None:
+        """``clock``: ``anyio.current_time``, or the same clock bound once (``bound_clock``)."""
+        self.timeout = timeout
+        self._clock = clock
+        # Writes in progress: the outbox, and when its write started.
+        self._writing: dict[Outbox, float] = {}
+        self._wake: anyio.Event | None = None
+
+    def started(self, outbox: Outbox) -> None:
+        self._writing[outbox] = self._clock()
+        if self._wake is not None:  # the task waits for a first write: this one
+            self._wake.set()
+            self._wake = None
+
+    def ended(self, outbox: Outbox) -> None:
+        self._writing.pop(outbox, None)
+
+    async def run(self) -> None:
+        """Check the writes in progress until cancelled."""
+        while True:
+            if not self._writing:
+                wake = self._wake = anyio.Event()
+                await wake.wait()
+                continue
+            await anyio.sleep_until(min(self._writing.values()) + self.timeout)
+            now = self._clock()
+            stalled = [o for o, started in self._writing.items() if now - started >= self.timeout]
+            for outbox in stalled:
+                del self._writing[outbox]
+                outbox.stalled()
 
 
 class Outbox:
@@ -31,34 +78,47 @@ class Outbox:
         stream: anyio.abc.ByteStream,
         *,
         high_water: int,
-        write_timeout: float | None,
+        watch: WriteWatch | None,
         close_timeout: float | None,
     ) -> None:
+        """``watch``: what bounds this outbox's writes in time (None: unbounded)."""
         self._stream = stream
         self._high_water = high_water
-        self._write_timeout = write_timeout
+        self._watch = watch
         self._close_timeout = close_timeout
-        self._chunks: deque[bytes] = deque()
+        # A list, not a deque: an empty deque is a 760-byte block, per idle connection.
+        self._chunks: list[bytes] = []
         self._queued = 0
         # The first chunk ever queued is the opening-handshake response: drop_pending keeps it
         # until it is written (1 while it waits at the head of _chunks, then 0).
         self._protected = 0
         self._puts = 0
         self._in_flight = 0
-        self._wake = anyio.Event()
-        self._progress = anyio.Event()
+        # The writer's wait for work, and senders' wait for progress: made only by a waiter.
+        self._wake: anyio.Event | None = None
+        self._progress: anyio.Event | None = None
+        self._writable_calls = 0
         #: The core said: close the socket once the queue is written.
         self.close_requested = False
         #: The socket is closed (or failed); nothing more is written.
         self.closed = False
         #: A write failed or timed out, or the core aborted (the socket is closed forcefully).
         self.failed = False
-        # The write in progress, for abort() to cancel.
-        self._send_scope: anyio.CancelScope | None = None
+        # The writer's scope (one per connection, not per write), for abort() to cancel.
+        self._run_scope: anyio.CancelScope | None = None
+        self._stalled = False
+        #: ``run`` has closed the socket and returned.
+        self._finished = False
+        self._finished_event: anyio.Event | None = None  # made by the first waiter
         #: Told ``False`` when pending bytes go over ``high_water``, ``True`` when back under
         #: (the core then holds back pongs owed to a ping flood).
         self.on_writable: Callable[[bool], None] | None = None
         self._over = False
+
+    @property
+    def ending(self) -> bool:
+        """The close is requested or the socket closed: the connection's reader stops."""
+        return self.close_requested or self.closed
 
     @property
     def pending(self) -> int:
@@ -82,9 +142,19 @@ class Outbox:
         self.close_requested = self.failed = True
         self._chunks.clear()
         self._queued = 0
-        if self._send_scope is not None:
-            self._send_scope.cancel()
-        self._wake.set()
+        if self._run_scope is not None:
+            self._run_scope.cancel()
+        self._wake_writer()
+
+    def stalled(self) -> None:
+        """The write in progress timed out (``WriteWatch``): fail the connection."""
+        if self.closed:
+            return
+        self._stalled = self.failed = self.closed = True
+        self._chunks.clear()
+        self._queued = 0
+        if self._run_scope is not None:  # always, during a write: it ends the write
+            self._run_scope.cancel()
 
     def put(self, data: bytes) -> None:
         if self.closed or not data:
@@ -94,7 +164,7 @@ class Outbox:
         if self._puts == 0:
             self._protected = 1
         self._puts += 1
-        self._wake.set()
+        self._wake_writer()
         self._check_level()
 
     def drop_pending(self) -> None:
@@ -107,17 +177,35 @@ class Outbox:
 
     def request_close(self) -> None:
         self.close_requested = True
-        self._wake.set()
+        self._wake_writer()
+
+    def _wake_writer(self) -> None:
+        if self._wake is not None:
+            self._wake.set()
+            self._wake = None
 
     # --- awaited by senders ------------------------------------------------------------------
 
     async def wait_writable(self) -> None:
         """Wait while more than ``high_water`` bytes are pending (send backpressure).
 
-        Always a checkpoint, so that a loop of sends cannot starve the writer."""
-        await anyio.lowlevel.checkpoint()
-        while not self.closed and self.pending > self._high_water:
+        A checkpoint at least once per ``DRAIN_YIELD_EVERY`` calls, so that a loop of sends
+        that never blocks cannot starve the writer (its bytes leave in one write per batch)."""
+        if self._writable():
+            self._writable_calls += 1
+            if self._writable_calls >= DRAIN_YIELD_EVERY:
+                self._writable_calls = 0
+                await anyio.lowlevel.checkpoint()
+            return
+        while True:
+            if self._progress is None:
+                self._progress = anyio.Event()
             await self._progress.wait()
+            if self._writable():
+                return
+
+    def _writable(self) -> bool:
+        return self.closed or self.pending <= self._high_water
 
     # --- the writer task ---------------------------------------------------------------------
 
@@ -126,40 +214,57 @@ class Outbox:
 
         ``on_failure`` runs at once when a write fails or times out, before the socket is
         aborted, so the core hears of it without waiting for the close."""
+        watch = self._watch
         try:
-            while True:
-                if self._chunks:
-                    data = b"".join(self._chunks)
-                    self._chunks.clear()
-                    self._protected = 0
-                    self._queued, self._in_flight = 0, len(data)
-                    try:
-                        with anyio.CancelScope() as self._send_scope:
-                            with anyio.fail_after(self._write_timeout):
-                                await self._stream.send(data)
-                    except WRITE_ERRORS:
-                        self.failed = True
-                        self.closed = True
-                        on_failure()
+            with anyio.CancelScope() as self._run_scope:
+                while not self.closed:
+                    if self._chunks:
+                        chunks = self._chunks
+                        data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+                        chunks.clear()
+                        self._protected = 0
+                        self._queued, self._in_flight = 0, len(data)
+                        if watch is not None:
+                            watch.started(self)
+                        try:
+                            await self._stream.send(data)
+                        except WRITE_ERRORS:
+                            if not self.closed:
+                                self.failed = self.closed = True
+                                on_failure()
+                            return
+                        finally:
+                            self._in_flight = 0
+                            if watch is not None:
+                                watch.ended(self)
+                        self._signal_progress()
+                        self._check_level()
+                    elif self.close_requested:
                         return
-                    finally:
-                        self._in_flight = 0
-                        self._send_scope = None
-                    if self.failed:
-                        return  # aborted by the core mid-write: it already knows
-                    self._signal_progress()
-                    self._check_level()
-                elif self.close_requested:
-                    return
-                else:
-                    self._wake = anyio.Event()
-                    await self._wake.wait()
+                    else:
+                        wake = self._wake = anyio.Event()
+                        await wake.wait()
+            if self._stalled:  # in this task: a failing on_failure ends this connection only
+                on_failure()
         finally:
             self.closed = True
             self._chunks.clear()
             self._queued = 0
             self._signal_progress()
-            await self._close_socket()
+            try:
+                await self._close_socket()
+            finally:
+                self._finished = True
+                if self._finished_event is not None:
+                    self._finished_event.set()
+
+    async def wait_closed(self) -> None:
+        """Wait until ``run`` has closed the socket and returned."""
+        if self._finished:
+            return
+        if self._finished_event is None:
+            self._finished_event = anyio.Event()
+        await self._finished_event.wait()
 
     async def _close_socket(self) -> None:
         if not self.failed:
@@ -177,5 +282,6 @@ class Outbox:
                 self.on_writable(not over)
 
     def _signal_progress(self) -> None:
-        self._progress.set()
-        self._progress = anyio.Event()
+        if self._progress is not None:
+            self._progress.set()
+            self._progress = None

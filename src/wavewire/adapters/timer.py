@@ -9,12 +9,31 @@ we spun.
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import Callable
 
 import anyio
 
-__all__ = ["DeadlineTimer"]
+__all__ = ["DeadlineTimer", "bound_clock"]
+
+
+def bound_clock() -> Callable[[], float]:
+    """``anyio.current_time`` with the backend looked up once, for the hot paths: the running
+    asyncio loop's ``time`` or ``trio.current_time`` (the very clocks anyio reads), instead of
+    a backend look-up through sniffio on every call. Call it inside the loop it will serve;
+    elsewhere it is ``anyio.current_time`` itself."""
+    try:
+        return asyncio.get_running_loop().time
+    except RuntimeError:
+        pass
+    try:
+        import trio
+
+        trio.current_time()
+    except (ImportError, RuntimeError):
+        return anyio.current_time
+    return trio.current_time
 
 
 class DeadlineTimer:
