@@ -106,6 +106,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Generic, TypeAlias, TypeVar
 
+from wavewire.core._fastinit import fast_init
 from wavewire.core.errors import InvalidState, WavewireError
 from wavewire.core.frames import PCM16_SAMPLE_WIDTH
 
@@ -157,6 +158,7 @@ class AudioBufferFull(WavewireError):
     """
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class AudioChunk:
     """One audio message: ``chunk_bytes`` of PCM, or a WAV header followed by them.
@@ -172,6 +174,7 @@ class AudioChunk:
         return f"AudioChunk({len(self.data)} bytes, due={self.due!r})"
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Message(Generic[M]):
     """An item given to ``queue_message``, returned in its place among the chunks."""
@@ -179,6 +182,7 @@ class Message(Generic[M]):
     item: M
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class EncodedChunk(Generic[M]):
     """An item given to ``write_encoded``: one chunk of audio its owner already encoded,
@@ -190,6 +194,7 @@ class EncodedChunk(Generic[M]):
 OutputItem: TypeAlias = AudioChunk | Message[M] | EncodedChunk[M]
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class AudioStats:
     """A snapshot of one output's counters (``AudioOutput.stats``)."""
