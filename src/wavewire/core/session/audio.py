@@ -432,8 +432,10 @@ class AudioOutput(Generic[M]):
         Messages come with the chunks around them. They do not count towards the burst.
         """
         self._last_now = now
-        out: list[OutputItem[M]] = []
         queue = self._queue
+        if not queue:  # half of the writes of 20 ms frames into 40 ms chunks queue nothing
+            return []
+        out: list[OutputItem[M]] = []
         burst = 0
         while queue:
             head = queue[0]
