@@ -329,8 +329,10 @@ class AudioOutput(Generic[M]):
         if whole:
             self._start_if_idle(now)
             self._queue.append(data[:size])
-            self._release_held_messages()
-            self._queue.extend(data[i : i + size] for i in range(size, whole, size))
+            if self._held_messages:
+                self._release_held_messages()
+            if whole > size:  # more than one chunk (a 20 ms frame completes at most one)
+                self._queue.extend(data[i : i + size] for i in range(size, whole, size))
             self._queued_chunks += whole // size
         self._held = data[whole:]
         self._utterance = True
