@@ -2,11 +2,14 @@
 
     python bench/profile_server.py --server wavewire-native --workload rt
     python bench/profile_server.py --server wavewire-anyio --workload pipe640 --tool cprofile
+    python bench/profile_server.py --server wavewire-native --workload audio --sessions 200
 
 The server runs as in bench/peers.py (its own process, pinned to one core; wavewire is
 ``wavewire serve --echo-raw``), the same plain-socket client drives one workload (``rt``: 640 B
-round trips one at a time; ``pipe640``: 640 B messages, 100 in flight), and the server is
-profiled during it:
+round trips one at a time; ``pipe640``: 640 B messages, 100 in flight; ``audio``: peers' audio
+row, ``--sessions`` paced sessions of ``wavewire serve --policy multi`` with protobuf for
+``--seconds``, where a message is one received 20 ms frame and every second one is answered by
+one paced 40 ms chunk), and the server is profiled during it:
 
 * ``--tool py-spy`` (default): ``py-spy record --format raw`` attached to the server for the
   workload only, sampling at ``--rate`` Hz; a sample's own time goes to its innermost Python
@@ -66,9 +69,19 @@ def layer(path: str) -> str:
     return "other Python"
 
 
-def workload(kind: str, peer: peers.Peer, pid: int, count: int) -> peers.Sample:
-    if kind == "rt":
+def workload(args: argparse.Namespace, peer: peers.Peer, pid: int, count: int) -> peers.Sample:
+    if args.workload == "rt":
         return peers.round_trips(peer, pid, count, warmup=200)
+    if args.workload == "audio":
+        seconds = count / args.sessions * peers.FRAME_SECONDS
+        result = peers.audio_sessions(peer, pid, args.sessions, seconds)
+        print(
+            f"audio N={args.sessions}: {result.cpu_per_session_second:.5f} CPU-s per session-s,"
+            f" server CPU {result.server_cpu_percent:.0f}%, p99 gap error"
+            f" {result.gap_error_p99_ms:.1f} ms, {result.lost_percent:.2f}% lost (profiler on)"
+        )
+        cpu_ns = round(result.cpu_per_session_second * 1e9 * count * peers.FRAME_SECONDS)
+        return peers.Sample(count, seconds, cpu_ns)
     return peers.pipelined(peer, pid, 640, count, 100)
 
 
@@ -87,10 +100,12 @@ def report(own: Counter[tuple[str, str]], total: float, unit: str, top: int) -> 
 
 def with_py_spy(args: argparse.Namespace, server: peers.Server, cpu: int) -> None:
     spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
-    with tempfile.TemporaryDirectory() as tmp, peers.running(server, cpu) as (pid, port):
+    audio = args.workload == "audio"
+    with tempfile.TemporaryDirectory() as tmp, peers.running(server, cpu, audio) as (pid, port):
         out = Path(tmp) / "spy.txt"
         peer = peers.Peer(port, raw=server.kind == "raw", timeout=args.timeout)
-        workload(args.workload, peer, pid, min(args.count, 500))  # warm
+        if args.workload != "audio":  # the audio row opens its own sessions
+            workload(args, peer, pid, min(args.count, 500))  # warm
         record = [spy, "record", "--pid", str(pid), "--rate", str(args.rate)]
         recorder = subprocess.Popen(
             [*record, "--format", "raw", "--output", str(out), "--nonblocking"],
@@ -99,7 +114,7 @@ def with_py_spy(args: argparse.Namespace, server: peers.Server, cpu: int) -> Non
             text=True,
         )
         time.sleep(1.0)  # py-spy attaches
-        sample = workload(args.workload, peer, pid, args.count)
+        sample = workload(args, peer, pid, args.count)
         recorder.send_signal(signal.SIGINT)
         _, errors = recorder.communicate(timeout=30)
         if not out.exists():
@@ -125,9 +140,10 @@ def with_cprofile(args: argparse.Namespace, server: peers.Server, cpu: int) -> N
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "server.prof"
         options = ["-m", "cProfile", "-o", str(out)]
-        with peers.running(server, cpu, python_options=options) as (pid, port):
+        audio = args.workload == "audio"
+        with peers.running(server, cpu, audio, python_options=options) as (pid, port):
             peer = peers.Peer(port, raw=server.kind == "raw", timeout=args.timeout)
-            sample = workload(args.workload, peer, pid, args.count)
+            sample = workload(args, peer, pid, args.count)
         stats = pstats.Stats(str(out))
     own: Counter[tuple[str, str]] = Counter()
     calls: Counter[tuple[str, str]] = Counter()
@@ -158,9 +174,12 @@ def print_header(args: argparse.Namespace, sample: peers.Sample) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--server", default="wavewire-native", choices=sorted(peers.BY_NAME))
-    parser.add_argument("--workload", default="rt", choices=("rt", "pipe640"))
+    parser.add_argument("--workload", default="rt", choices=("rt", "pipe640", "audio"))
+    parser.add_argument("--sessions", type=int, default=200, help="audio: paced sessions (200)")
     parser.add_argument("--tool", default="py-spy", choices=("py-spy", "cprofile"))
-    parser.add_argument("--count", type=int, default=20000, help="messages (20000)")
+    parser.add_argument(
+        "--count", type=int, default=20000, help="messages (20000; audio: received frames)"
+    )
     parser.add_argument("--rate", type=int, default=1000, help="py-spy samples per second")
     parser.add_argument("--top", type=int, default=25, help="functions listed (25)")
     parser.add_argument("--timeout", type=float, default=120.0)

@@ -208,6 +208,32 @@ def test_paced_audio_stops_when_the_link_is_no_longer_open() -> None:
         sessions.audio_stats(link.id)
 
 
+def test_a_sessions_one_timer_is_the_earlier_of_its_timeout_and_its_audio() -> None:
+    # next_deadline() is cached between moves: each move below must show in it at once.
+    audio = AudioOutConfig(sample_rate=8000, end_silence_secs=0.0)
+    sessions = Sessions(ServerConfig(audio_out=audio, session_timeout=0.05))
+    link = _link(1)
+    sessions.adopt(link, _info(link), 0.0)
+    assert sessions.next_deadline() == 0.05
+    # 120 ms of audio: a chunk at once, the others due at 40 and 80 ms.
+    sessions.send_frame(
+        link.id, OutputAudioRawFrame(audio=b"\x00\x01" * 960, sample_rate=8000), 0.0
+    )
+    assert sessions.next_deadline() == pytest.approx(0.04)  # the audio, before the timeout
+    sessions.handle_timer(0.04)
+    assert len(link.sent) == 2
+    assert sessions.next_deadline() == 0.05  # now the timeout, before the chunk due at 80 ms
+    sessions.handle_timer(0.05)
+    assert [type(e) for e in sessions.events_received()] == [
+        ClientConnected,
+        SessionTimeout,
+    ]
+    assert sessions.next_deadline() == pytest.approx(0.08)
+    sessions.handle_timer(0.08)
+    assert len(link.sent) == 3
+    assert sessions.next_deadline() is None
+
+
 def test_end_frame_drains_then_closes_and_shutdown_closes_the_rest() -> None:
     audio = AudioOutConfig(sample_rate=8000, end_silence_secs=0.0)
     draining, other = _link(1), _link(2)

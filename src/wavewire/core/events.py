@@ -1,8 +1,9 @@
 """Events the core emits, read with ``events_received()``.
 
-Every event is a frozen, slotted dataclass. Server events carry the ``ConnectionInfo`` of the
-client they concern; the same object identifies that client in every event of its life, so
-applications can key state on it (it is hashable).
+Every event is a frozen, slotted dataclass (with a quicker ``__init__``: ``_fastinit.py``).
+Server events carry the ``ConnectionInfo`` of the client they concern; the same object
+identifies that client in every event of its life, so applications can key state on it (it is
+hashable).
 
 Event-order contract (see docs/architecture.md): for every adopted client exactly one
 ``ClientConnected`` and, later, exactly one ``ClientDisconnected``; no ``FrameReceived`` or
@@ -17,6 +18,7 @@ import enum
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, NewType
 
+from ._fastinit import fast_init
 from .errors import HandshakeError
 from .frames import Frame
 
@@ -48,6 +50,7 @@ __all__ = [
 ConnectionId = NewType("ConnectionId", int)
 
 
+@fast_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ConnectionInfo:
     """What is known about a WebSocket connection once its handshake completed."""
@@ -98,6 +101,7 @@ class DisconnectCause(enum.Enum):
 # --- events of both roles -----------------------------------------------------------------------
 
 
+@fast_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class FrameReceived:
     """A message from the peer, deserialized into a frame."""
@@ -106,6 +110,7 @@ class FrameReceived:
     frame: Frame
 
 
+@fast_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class MessageDropped:
     """A message from the peer could not be deserialized; it was dropped, the session goes on."""
@@ -117,6 +122,7 @@ class MessageDropped:
     dropped_total: int
 
 
+@fast_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AudioInterrupted:
     """An ``InterruptionFrame`` was sent: queued output audio was dropped at once."""
@@ -126,6 +132,7 @@ class AudioInterrupted:
     dropped_ms: float
 
 
+@fast_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AudioChunkDropped:
     """The serializer failed on a paced audio chunk when its time came; it was not sent."""
@@ -139,6 +146,7 @@ class AudioChunkDropped:
 # --- server events ------------------------------------------------------------------------------
 
 
+@fast_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ClientConnected:
     """A client completed its handshake and was adopted as a session."""
@@ -146,6 +154,7 @@ class ClientConnected:
     connection: ConnectionInfo
 
 
+@fast_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ClientDisconnected:
     """An adopted client's session ended. Emitted exactly once per ``ClientConnected``."""
@@ -159,6 +168,7 @@ class ClientDisconnected:
     audio: AudioStats | None = field(default=None, compare=False)
 
 
+@fast_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SessionTimeout:
     """The session has lasted ``session_timeout`` seconds. Fires once; nothing is closed."""
@@ -166,6 +176,7 @@ class SessionTimeout:
     connection: ConnectionInfo
 
 
+@fast_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ClientRejected:
     """A client completed its handshake but is closed and never adopted: policy ``reject``
@@ -177,6 +188,7 @@ class ClientRejected:
     reason: str = "another client is connected"
 
 
+@fast_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Drained:
     """A drain (``drain()``) is complete: no session is left. ``closed`` sessions were still
@@ -185,6 +197,7 @@ class Drained:
     closed: int
 
 
+@fast_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class HandshakeFailed:
     """A connection ended before becoming a WebSocket: bad or refused request, or a timeout.
@@ -215,6 +228,7 @@ ServerEvent = (
 # --- client events ------------------------------------------------------------------------------
 
 
+@fast_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Connected:
     """The server accepted the upgrade; frames may flow."""
@@ -222,6 +236,7 @@ class Connected:
     connection: ConnectionInfo
 
 
+@fast_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ConnectFailed:
     """The opening handshake failed; the connection is closed. No ``Disconnected`` follows."""
@@ -229,6 +244,7 @@ class ConnectFailed:
     error: HandshakeError
 
 
+@fast_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Disconnected:
     """The connection ended after ``Connected``. Emitted exactly once per ``Connected``."""

@@ -11,6 +11,8 @@ import itertools
 from dataclasses import dataclass, field
 from typing import Any
 
+from ._fastinit import fast_init
+
 __all__ = [
     "AudioRawFrame",
     "CancelFrame",
@@ -40,6 +42,7 @@ def _next_id() -> int:
     return next(_ids)
 
 
+@fast_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Frame:
     """Base of every frame. ``id`` and ``name`` are assigned on creation unless given."""
@@ -49,9 +52,14 @@ class Frame:
 
     def __post_init__(self) -> None:
         if not self.name:
-            object.__setattr__(self, "name", f"{type(self).__name__}#{self.id}")
+            _set_name(self, f"{type(self).__name__}#{self.id}")
 
 
+# The name slot's own setter: a frozen class's __setattr__ raises (see _fastinit.py).
+_set_name = vars(Frame)["name"].__set__
+
+
+@fast_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AudioRawFrame(Frame):
     """Raw 16-bit little-endian PCM audio, interleaved when ``num_channels > 1``."""
@@ -79,16 +87,19 @@ class AudioRawFrame(Frame):
         return len(self.audio) // (self.num_channels * PCM16_SAMPLE_WIDTH)
 
 
+@fast_init
 @dataclass(frozen=True, slots=True, kw_only=True, repr=False)
 class InputAudioRawFrame(AudioRawFrame):
     """Audio received from the peer."""
 
 
+@fast_init
 @dataclass(frozen=True, slots=True, kw_only=True, repr=False)
 class OutputAudioRawFrame(AudioRawFrame):
     """Audio to send to the peer."""
 
 
+@fast_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SerializedAudioFrame(Frame):
     """One chunk of output audio that the application serialized itself, for a serializer the
@@ -103,17 +114,20 @@ class SerializedAudioFrame(Frame):
     data: bytes | str | None = field(repr=False)
 
 
+@fast_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TextFrame(Frame):
     text: str
 
 
+@fast_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TranscriptionFrame(TextFrame):
     user_id: str
     timestamp: str
 
 
+@fast_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class InputTransportMessageFrame(Frame):
     """A JSON-compatible message received from the peer."""
@@ -121,6 +135,7 @@ class InputTransportMessageFrame(Frame):
     message: Any
 
 
+@fast_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class OutputTransportMessageFrame(Frame):
     """A JSON-compatible message to send; keeps its order relative to audio."""
@@ -128,26 +143,31 @@ class OutputTransportMessageFrame(Frame):
     message: Any
 
 
+@fast_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class OutputTransportMessageUrgentFrame(OutputTransportMessageFrame):
     """A JSON-compatible message to send ahead of any queued audio."""
 
 
+@fast_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class InterruptionFrame(Frame):
     """The user interrupted: queued output audio is dropped and the peer is told to stop playing."""
 
 
+@fast_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TTSStoppedFrame(Frame):
     """The end of an utterance: output audio held short of a whole chunk is padded and sent."""
 
 
+@fast_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class EndFrame(Frame):
     """Graceful end of the session: flush output, then close."""
 
 
+@fast_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CancelFrame(Frame):
     """Immediate end of the session: drop output and close."""
@@ -157,6 +177,7 @@ class CancelFrame(Frame):
 DTMF_BUTTONS = frozenset("0123456789*#ABCD")
 
 
+@fast_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class InputDTMFFrame(Frame):
     """A keypad key the caller pressed (a DTMF tone), as Pipecat's ``InputDTMFFrame``.

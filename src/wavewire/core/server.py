@@ -57,6 +57,13 @@ __all__ = [
 ]
 
 
+class _Stale:
+    """The cached next deadline must be recomputed."""
+
+
+_STALE = _Stale()
+
+
 class ServerProtocol:
     """Sans-IO WebSocket server for any number of TCP connections. See the module docstring."""
 
@@ -74,6 +81,9 @@ class ServerProtocol:
         self._timers: list[tuple[float, int, ConnectionId]] = []
         self._scheduled: dict[ConnectionId, float] = {}
         self._tiebreak = itertools.count()
+        # The earliest of those, kept until one moves (_STALE: recompute): the drivers ask
+        # after every input, and few inputs move a connection's timer.
+        self._next: float | _Stale | None = _STALE
         #: Bytes fed to ``receive_data`` and returned by ``data_to_send``, over all connections.
         self.bytes_received = 0
         self.bytes_sent = 0
@@ -132,6 +142,7 @@ class ServerProtocol:
                 continue
             _, _, connection_id = heapq.heappop(self._timers)
             del self._scheduled[connection_id]
+            self._next = _STALE
             connection = self._connections[connection_id]
             connection.handle_timer(now)
             self._settle(connection, now)
@@ -244,13 +255,21 @@ class ServerProtocol:
 
     def next_deadline(self) -> float | None:
         """The earliest time at which ``handle_timer`` has something to do, or None."""
-        deadline = self._sessions.next_deadline()
-        while self._timers:
-            earliest, _, connection_id = self._timers[0]
-            if self._scheduled.get(connection_id) == earliest:
-                return earliest if deadline is None else min(earliest, deadline)
-            heapq.heappop(self._timers)  # stale: rescheduled, fired, or its owner is gone
-        return deadline
+        sessions = self._sessions.next_deadline()
+        connections = self._next
+        if isinstance(connections, _Stale):
+            connections = None
+            timers, scheduled = self._timers, self._scheduled
+            while timers:
+                earliest, _, connection_id = timers[0]
+                if scheduled.get(connection_id) == earliest:
+                    connections = earliest
+                    break
+                heapq.heappop(timers)  # stale: rescheduled, fired, or its owner is gone
+            self._next = connections
+        if connections is None or (sessions is not None and sessions < connections):
+            return sessions
+        return connections
 
     @property
     def clients(self) -> tuple[ConnectionInfo, ...]:
@@ -278,7 +297,8 @@ class ServerProtocol:
         while events := connection.take_events():
             for event in events:
                 self._on_event(connection, event, now)
-        self._sessions.reschedule(connection.id)
+        if not connection.is_open:  # while open, the sessions re-arm their own timers
+            self._sessions.reschedule(connection.id)
         self._schedule(connection)
         self._settle_touched(now)
 
@@ -293,10 +313,12 @@ class ServerProtocol:
         connection_id = connection.id
         deadline = connection.next_deadline()
         if deadline is None:
-            self._scheduled.pop(connection_id, None)
+            if self._scheduled.pop(connection_id, None) is not None:
+                self._next = _STALE
         elif self._scheduled.get(connection_id) != deadline:
             self._scheduled[connection_id] = deadline
             heapq.heappush(self._timers, (deadline, next(self._tiebreak), connection_id))
+            self._next = _STALE
 
     def _on_event(self, connection: Connection, event: LowEvent, now: float | None) -> None:
         if isinstance(event, Opened):

@@ -91,6 +91,17 @@ class ProtobufFrameSerializer:
 def _to_proto(frame: Frame) -> pb.Frame | None:
     # Most specific first (TranscriptionFrame is a TextFrame), and isinstance rather than exact
     # types, so an application's subclass of, say, OutputAudioRawFrame is still sent.
+    if isinstance(frame, AudioRawFrame):  # first: one per paced chunk
+        # Set in place: building an AudioRawFrame message and then a Frame holding it copies
+        # the submessage (and its audio) once more; the bytes on the wire are the same.
+        proto = pb.Frame()
+        audio = proto.audio
+        audio.id = frame.id
+        audio.name = frame.name
+        audio.audio = frame.audio
+        audio.sample_rate = frame.sample_rate
+        audio.num_channels = frame.num_channels
+        return proto
     if isinstance(frame, TranscriptionFrame):
         return pb.Frame(
             transcription=pb.TranscriptionFrame(
@@ -103,16 +114,6 @@ def _to_proto(frame: Frame) -> pb.Frame | None:
         )
     if isinstance(frame, TextFrame):
         return pb.Frame(text=pb.TextFrame(id=frame.id, name=frame.name, text=frame.text))
-    if isinstance(frame, AudioRawFrame):
-        return pb.Frame(
-            audio=pb.AudioRawFrame(
-                id=frame.id,
-                name=frame.name,
-                audio=frame.audio,
-                sample_rate=frame.sample_rate,
-                num_channels=frame.num_channels,
-            )
-        )
     if isinstance(frame, OutputTransportMessageFrame):
         return pb.Frame(message=pb.MessageFrame(data=dumps_message(frame.message)))
     if isinstance(frame, InterruptionFrame):
@@ -132,11 +133,20 @@ def _from_proto(proto: pb.Frame) -> Frame | None:
             )
         # A byte count that is not a whole number of samples is not rejected here: the core's
         # audio path accounts for it.
+        id_, name = audio.id, audio.name
+        if id_ and name:  # as Pipecat's Python serializer sends it: no dict of arguments
+            return InputAudioRawFrame(
+                audio=audio.audio,
+                sample_rate=audio.sample_rate,
+                num_channels=audio.num_channels,
+                id=id_,
+                name=name,
+            )
         return InputAudioRawFrame(
             audio=audio.audio,
             sample_rate=audio.sample_rate,
             num_channels=audio.num_channels,
-            **_identity(audio.id, audio.name),
+            **_identity(id_, name),
         )
     if kind == "message":
         return InputTransportMessageFrame(message=loads_message(proto.message.data))

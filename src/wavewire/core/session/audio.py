@@ -106,6 +106,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Generic, TypeAlias, TypeVar
 
+from wavewire.core._fastinit import fast_init
 from wavewire.core.errors import InvalidState, WavewireError
 from wavewire.core.frames import PCM16_SAMPLE_WIDTH
 
@@ -157,6 +158,7 @@ class AudioBufferFull(WavewireError):
     """
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class AudioChunk:
     """One audio message: ``chunk_bytes`` of PCM, or a WAV header followed by them.
@@ -172,6 +174,7 @@ class AudioChunk:
         return f"AudioChunk({len(self.data)} bytes, due={self.due!r})"
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Message(Generic[M]):
     """An item given to ``queue_message``, returned in its place among the chunks."""
@@ -179,6 +182,7 @@ class Message(Generic[M]):
     item: M
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class EncodedChunk(Generic[M]):
     """An item given to ``write_encoded``: one chunk of audio its owner already encoded,
@@ -190,6 +194,7 @@ class EncodedChunk(Generic[M]):
 OutputItem: TypeAlias = AudioChunk | Message[M] | EncodedChunk[M]
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class AudioStats:
     """A snapshot of one output's counters (``AudioOutput.stats``)."""
@@ -324,8 +329,10 @@ class AudioOutput(Generic[M]):
         if whole:
             self._start_if_idle(now)
             self._queue.append(data[:size])
-            self._release_held_messages()
-            self._queue.extend(data[i : i + size] for i in range(size, whole, size))
+            if self._held_messages:
+                self._release_held_messages()
+            if whole > size:  # more than one chunk (a 20 ms frame completes at most one)
+                self._queue.extend(data[i : i + size] for i in range(size, whole, size))
             self._queued_chunks += whole // size
         self._held = data[whole:]
         self._utterance = True
@@ -427,8 +434,10 @@ class AudioOutput(Generic[M]):
         Messages come with the chunks around them. They do not count towards the burst.
         """
         self._last_now = now
-        out: list[OutputItem[M]] = []
         queue = self._queue
+        if not queue:  # half of the writes of 20 ms frames into 40 ms chunks queue nothing
+            return []
+        out: list[OutputItem[M]] = []
         burst = 0
         while queue:
             head = queue[0]

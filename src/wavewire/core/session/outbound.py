@@ -173,6 +173,11 @@ class Outbound:
                 out.append(item.item)
         return out
 
+    @property
+    def has_events(self) -> bool:
+        """``take_events`` has something (checked first: most sends have nothing to report)."""
+        return bool(self._interrupted or self._send_errors)
+
     def take_events(self, connection: ConnectionInfo) -> list[AudioInterrupted | AudioChunkDropped]:
         """Events for what happened since the last call, for the owner to emit."""
         events: list[AudioInterrupted | AudioChunkDropped] = [

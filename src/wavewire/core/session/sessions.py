@@ -86,6 +86,13 @@ FULL_REASON = "the server is at its session limit"
 DRAIN_CODE, DRAIN_REASON = 1012, "service restart"
 
 
+class _Stale:
+    """The cached next deadline must be recomputed."""
+
+
+_STALE = _Stale()
+
+
 @dataclass(slots=True, eq=False)
 class _Session:
     link: Link
@@ -109,6 +116,10 @@ class Sessions:
         self._timers: list[tuple[float, int, ConnectionId]] = []
         self._scheduled: dict[ConnectionId, float] = {}
         self._tiebreak = itertools.count()
+        # next_deadline()'s answer, kept until a timer moves (_STALE: recompute). The owner asks
+        # after every input; most inputs (a received message, audio queued behind a chunk
+        # already scheduled) move none.
+        self._next: float | _Stale | None = _STALE
         # Policies replace/reject: the one session of each session key (None without keys).
         self._by_key: dict[str | None, ConnectionId] = {}
         self._draining = False
@@ -191,6 +202,7 @@ class Sessions:
             return
         self._draining = True
         self._drain_deadline = deadline
+        self._next = _STALE
         if deadline is not None and now >= deadline:
             self._close_drained(now)
         self._check_drained()
@@ -213,13 +225,20 @@ class Sessions:
 
     def next_deadline(self) -> float | None:
         """The earliest time at which ``handle_timer`` has something to do, or None."""
+        cached = self._next
+        if not isinstance(cached, _Stale):
+            return cached
         drain = self._drain_deadline
-        while self._timers:
-            deadline, _, link_id = self._timers[0]
-            if self._scheduled.get(link_id) == deadline:
-                return deadline if drain is None else min(deadline, drain)
-            heapq.heappop(self._timers)  # stale: rescheduled, fired, or its session is gone
-        return drain
+        earliest = drain
+        timers, scheduled = self._timers, self._scheduled
+        while timers:
+            deadline, _, link_id = timers[0]
+            if scheduled.get(link_id) == deadline:
+                earliest = deadline if drain is None else min(deadline, drain)
+                break
+            heapq.heappop(timers)  # stale: rescheduled, fired, or its session is gone
+        self._next = earliest
+        return earliest
 
     def handle_timer(self, now: float) -> None:
         """Fire every deadline at or before ``now``; harmless to call early or often."""
@@ -228,6 +247,7 @@ class Sessions:
         while (deadline := self.next_deadline()) is not None and now >= deadline:
             _, _, link_id = heapq.heappop(self._timers)
             del self._scheduled[link_id]
+            self._next = _STALE
             session = self._sessions[link_id]  # an ended session is unscheduled
             if session.timeout_at is not None and now >= session.timeout_at:
                 session.timeout_at = None
@@ -238,7 +258,9 @@ class Sessions:
             self._schedule(session)
 
     def reschedule(self, link_id: ConnectionId) -> None:
-        """The link's state may have changed (no pacing once it is not open): re-arm."""
+        """The link's state may have changed (no pacing once it is not open): re-arm. Only a
+        link that is no longer open needs it: while open, every change of a session's timers
+        comes through this object's own calls, which re-arm it."""
         session = self._sessions.get(link_id)
         if session is not None:
             self._schedule(session)
@@ -298,6 +320,8 @@ class Sessions:
 
     def take_touched(self) -> list[Link]:
         """Links given commands since the last call: their owner collects their output."""
+        if not self._touched:
+            return []
         touched = list(self._touched.values())
         self._touched.clear()
         return touched
@@ -332,27 +356,37 @@ class Sessions:
 
     def _schedule(self, session: _Session) -> None:
         """(Re)arm the one timer entry of ``session`` after anything that may move it."""
-        link_id = session.link.id
-        deadlines = [] if session.timeout_at is None else [session.timeout_at]
+        link = session.link
+        earliest = session.timeout_at
         # Output is paced only while open: a closing session's queued audio is never sent.
-        if session.link.is_open and (deadline := session.outbound.next_deadline()) is not None:
-            deadlines.append(deadline)
-        if not deadlines:
-            self._scheduled.pop(link_id, None)
-        elif self._scheduled.get(link_id) != (earliest := min(deadlines)):
+        if (
+            link.is_open
+            and (deadline := session.outbound.next_deadline()) is not None
+            and (earliest is None or deadline < earliest)
+        ):
+            earliest = deadline
+        link_id = link.id
+        if earliest is None:
+            if self._scheduled.pop(link_id, None) is not None:
+                self._next = _STALE
+        elif self._scheduled.get(link_id) != earliest:
             self._scheduled[link_id] = earliest
             heapq.heappush(self._timers, (earliest, next(self._tiebreak), link_id))
+            self._next = _STALE
 
     def _write(self, session: _Session, messages: list[bytes | str], now: float) -> None:
         """Send a session's outbound messages; close its link once its output has finished."""
-        self._events += session.outbound.take_events(session.info)
+        outbound = session.outbound
+        if outbound.has_events:
+            self._events += outbound.take_events(session.info)
         link = session.link
-        for data in messages:
-            link.send_message(data)
-        self._touched[link.id] = link
-        if session.outbound.finished and link.is_open:
+        if messages:
+            for data in messages:
+                link.send_message(data)
+            self._touched[link.id] = link
+        if outbound.finished and link.is_open:
             # EndFrame drained (close after the last chunk) or CancelFrame (drop and close now).
-            self._close_link(link, 1000, "", now, drop_pending=session.outbound.cancelled)
+            self._close_link(link, 1000, "", now, drop_pending=outbound.cancelled)
         self._schedule(session)
 
     def _refuse(self, link: Link, info: ConnectionInfo, code: int, reason: str, now: float) -> None:
@@ -363,13 +397,15 @@ class Sessions:
     def _forget(self, session: _Session) -> None:
         link_id = session.link.id
         del self._sessions[link_id]
-        self._scheduled.pop(link_id, None)
+        if self._scheduled.pop(link_id, None) is not None:
+            self._next = _STALE
         if self._by_key.get(session.info.session_key) == link_id:
             del self._by_key[session.info.session_key]
 
     def _close_drained(self, now: float) -> None:
         """The drain deadline: close every session still running with 1012."""
         self._drain_deadline = None
+        self._next = _STALE
         for session in list(self._sessions.values()):
             session.timeout_at = None
             if session.link.is_open:
@@ -383,6 +419,7 @@ class Sessions:
         if self._draining and not self._sessions and not self._drained:
             self._drained = True
             self._drain_deadline = None
+            self._next = _STALE
             self._events.append(Drained(closed=self._drain_closed))
 
     def _detach(self, session: _Session, now: float) -> None:
