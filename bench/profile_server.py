@@ -2,11 +2,13 @@
 
     python bench/profile_server.py --server wavewire-native --workload rt
     python bench/profile_server.py --server wavewire-anyio --workload pipe640 --tool cprofile
+    python bench/profile_server.py --workload handshake --count 3000
 
 The server runs as in bench/peers.py (its own process, pinned to one core; wavewire is
 ``wavewire serve --echo-raw``), the same plain-socket client drives one workload (``rt``: 640 B
-round trips one at a time; ``pipe640``: 640 B messages, 100 in flight), and the server is
-profiled during it:
+round trips one at a time; ``pipe640``: 640 B messages, 100 in flight; ``handshake``: connect,
+upgrade, one 640 B echo, close handshake, the server's EOF, as bench/peers.py's handshake row;
+``--count`` is then handshakes), and the server is profiled during it:
 
 * ``--tool py-spy`` (default): ``py-spy record --format raw`` attached to the server for the
   workload only, sampling at ``--rate`` Hz; a sample's own time goes to its innermost Python
@@ -69,6 +71,8 @@ def layer(path: str) -> str:
 def workload(kind: str, peer: peers.Peer, pid: int, count: int) -> peers.Sample:
     if kind == "rt":
         return peers.round_trips(peer, pid, count, warmup=200)
+    if kind == "handshake":
+        return peers.handshakes(peer, pid, count)
     return peers.pipelined(peer, pid, 640, count, 100)
 
 
@@ -142,23 +146,28 @@ def with_cprofile(args: argparse.Namespace, server: peers.Server, cpu: int) -> N
     total = sum(own.values())
     print(f"{total:.1f} s profiled, and {idle:.1f} s in the poll (waiting; left out)")
     report(own, total, "tottime", args.top)
-    print(f"\nmost called, per message ({args.count} messages):")
+    print(f"\nmost called, per {unit(args)} ({args.count} {unit(args)}s):")
     for (path, function), ncalls in calls.most_common(args.top):
         where = path.split("/site-packages/")[-1].split("/src/")[-1]
         print(f"  {ncalls / args.count:6.2f}  {function:40} {where}")
 
 
+def unit(args: argparse.Namespace) -> str:
+    """What the workload counts: handshakes, or messages."""
+    return "handshake" if args.workload == "handshake" else "message"
+
+
 def print_header(args: argparse.Namespace, sample: peers.Sample) -> None:
     print(
-        f"{args.server}, {args.workload}, {args.tool}: {sample.units} messages, "
-        f"{sample.rate:,.0f}/s, server CPU {sample.cpu_us:.1f} µs per message (profiler on)"
+        f"{args.server}, {args.workload}, {args.tool}: {sample.units} {unit(args)}s, "
+        f"{sample.rate:,.0f}/s, server CPU {sample.cpu_us:.1f} µs per {unit(args)} (profiler on)"
     )
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--server", default="wavewire-native", choices=sorted(peers.BY_NAME))
-    parser.add_argument("--workload", default="rt", choices=("rt", "pipe640"))
+    parser.add_argument("--workload", default="rt", choices=("rt", "pipe640", "handshake"))
     parser.add_argument("--tool", default="py-spy", choices=("py-spy", "cprofile"))
     parser.add_argument("--count", type=int, default=20000, help="messages (20000)")
     parser.add_argument("--rate", type=int, default=1000, help="py-spy samples per second")
