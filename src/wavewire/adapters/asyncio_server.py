@@ -5,7 +5,8 @@ The callbacks, one ``asyncio.Protocol`` per connection (``loop.create_server``):
 * ``connection_made`` -> ``connection_made``; ``data_received`` -> ``receive_data``;
   ``eof_received`` -> ``receive_eof`` (returns False: the transport closes itself);
   ``connection_lost`` -> ``connection_lost``;
-* one ``loop.call_at`` timer handle for ``next_deadline()``; when it fires, ``handle_timer``.
+* one ``loop.call_at`` timer handle for ``next_deadline()``, moved only when the deadline comes
+  earlier; when it fires, ``handle_timer`` if the deadline is due, else it is armed again.
 
 Every core call is followed by ``_flush()``, the one choke point: it routes ``data_to_send()``
 to the connections (drop, write, close), hands events to the sink, offers received frames and
@@ -80,6 +81,31 @@ BATCH_LIMIT = 64 * 1024
 
 class _Link(asyncio.Protocol):
     """One connection: asyncio's callbacks in, the driver's writes and closes out."""
+
+    # Slots: one per idle connection, and no instance dict (about 100 bytes less each).
+    __slots__ = (
+        "_driver",
+        "_finished_event",
+        "batch",
+        "batch_size",
+        "close_requested",
+        "close_timer",
+        "closing",
+        "delivery",
+        "finished",
+        "frames",
+        "id",
+        "lost",
+        "protected",
+        "queue",
+        "reading_paused",
+        "stall_mark",
+        "transport",
+        "writable_waiters",
+        "write_paused",
+        "write_timer",
+        "written",
+    )
 
     def __init__(self, driver: AsyncioServerDriver) -> None:
         self._driver = driver
@@ -203,11 +229,17 @@ class _Link(asyncio.Protocol):
             return
         self.write_batch()
         self.closing = True
-        assert self.transport is not None
-        self.transport.close()  # after what the transport buffers
-        close_timeout = self._driver.protocol.config.close_timeout
-        bound = close_timeout if close_timeout is not None else SHUTDOWN_FALLBACK
-        self.close_timer = self._driver._loop.call_later(bound, self.abort)
+        transport = self.transport
+        assert transport is not None
+        held = transport.get_write_buffer_size()
+        transport.close()  # after what the transport buffers
+        if held or transport.get_extra_info("sslcontext") is not None:
+            # A peer that reads nothing would keep those bytes, or the TLS shutdown, waiting
+            # forever: bounded. A plain transport with nothing left closes its socket in the
+            # next loop pass, with no timer (one handle fewer per connection).
+            close_timeout = self._driver.protocol.config.close_timeout
+            bound = close_timeout if close_timeout is not None else SHUTDOWN_FALLBACK
+            self.close_timer = self._driver._loop.call_later(bound, self.abort)
         self.wake_writers()
 
     def abort(self) -> None:
@@ -227,6 +259,8 @@ class _Link(asyncio.Protocol):
         return self.closing or self.lost or not (self.write_paused or self.queue)
 
     def wake_writers(self) -> None:
+        if not self.writable_waiters:
+            return
         waiters, self.writable_waiters = self.writable_waiters, []
         for waiter in waiters:
             if not waiter.done():
@@ -526,13 +560,15 @@ class AsyncioServerDriver:
         for link in backed_up:
             self._offer_frames(link)
         deadline = self.protocol.next_deadline()
-        if deadline != self._armed:
-            # Moved earlier (a send started an audio stream) or later (a chunk went out): one
-            # handle, for the new time.
+        if deadline is not None and (self._armed is None or deadline < self._armed):
+            # Moved earlier (a connection came, a send started an audio stream): one handle,
+            # for the new time. A deadline that moved later (a handshake completed, a peer
+            # was heard from) or went away keeps the handle; ``_fire`` then finds nothing due
+            # and sleeps again. Per connection that saves a cancel and a new handle per move.
             if self._timer is not None:
                 self._timer.cancel()
             self._armed = deadline
-            self._timer = None if deadline is None else self._loop.call_at(deadline, self._fire)
+            self._timer = self._loop.call_at(deadline, self._fire)
         if self._audio_waiters:
             waiters, self._audio_waiters = self._audio_waiters, []
             for waiter in waiters:
@@ -555,14 +591,20 @@ class AsyncioServerDriver:
     # --- callbacks ---------------------------------------------------------------------------
 
     def _fire(self) -> None:
-        deadline = self._armed
+        armed = self._armed
         self._timer = self._armed = None
-        # call_at may run a clock tick early; the core must not see a time before its deadline.
-        now = self._loop.time()
-        if deadline is not None:
-            now = max(now, deadline)
         try:
-            self.protocol.handle_timer(now)
+            deadline = self.protocol.next_deadline()
+            if deadline is None:
+                return  # what was due went away since the handle was armed
+            if armed is not None and deadline > armed:
+                # Moved later since: sleep until then.
+                self._armed = deadline
+                self._timer = self._loop.call_at(deadline, self._fire)
+                return
+            # call_at may run a clock tick early; the core must not see a time before its
+            # deadline.
+            self.protocol.handle_timer(max(self._loop.time(), deadline))
             self._flush()
         except Exception:
             self._log_internal_error("timer: internal error")
