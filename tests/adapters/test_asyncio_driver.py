@@ -10,6 +10,7 @@ import signal
 import socket
 import ssl
 import subprocess
+from collections.abc import Callable
 from typing import Any
 
 import anyio
@@ -269,21 +270,22 @@ def only_link(transport: WebsocketServerTransport) -> tuple[AsyncioServerDriver,
     return driver, link
 
 
-def _count_fire_handles(
-    monkeypatch: pytest.MonkeyPatch, driver: AsyncioServerDriver
+def _scheduled(
+    monkeypatch: pytest.MonkeyPatch, method: str, callback: Callable[..., object]
 ) -> list[float]:
-    """The times the driver arms its timer handle for, from now on."""
+    """From now on, the loop's times (``call_at``) or pass numbers (``call_soon``: the count
+    so far) at which ``callback`` is scheduled with ``loop.<method>``."""
     loop = asyncio.get_running_loop()
-    armed: list[float] = []
-    real_call_at = loop.call_at
+    seen: list[float] = []
+    real = getattr(loop, method)
 
-    def call_at(when: float, callback: Any, *args: Any, **kwargs: Any) -> asyncio.TimerHandle:
-        if callback == driver._fire:
-            armed.append(when)
-        return real_call_at(when, callback, *args, **kwargs)
+    def recording(*args: Any, **kwargs: Any) -> asyncio.Handle:
+        if callback in args[:2]:
+            seen.append(args[0] if method == "call_at" else len(seen))
+        return real(*args, **kwargs)  # type: ignore[no-any-return]
 
-    monkeypatch.setattr(loop, "call_at", call_at)
-    return armed
+    monkeypatch.setattr(loop, method, recording)
+    return seen
 
 
 @pytest.mark.anyio
@@ -298,7 +300,7 @@ async def test_deadlines_that_move_later_keep_the_one_timer_handle(
         async with echo_server(params, driver="asyncio") as (transport, recorder):
             driver = transport._driver_or_raise()
             assert isinstance(driver, AsyncioServerDriver)
-            armed = _count_fire_handles(monkeypatch, driver)
+            armed = _scheduled(monkeypatch, "call_at", driver._fire)
             for count in range(1, 6):
                 async with connect(transport.port) as client:
                     await client.send(TextFrame(text="hi"))
@@ -322,7 +324,7 @@ async def test_a_handle_that_fires_before_the_deadline_sleeps_until_it(
         async with echo_server(params, driver="asyncio") as (transport, recorder):
             driver = transport._driver_or_raise()
             assert isinstance(driver, AsyncioServerDriver)
-            armed = _count_fire_handles(monkeypatch, driver)
+            armed = _scheduled(monkeypatch, "call_at", driver._fire)
             async with connect(transport.port):
                 await recorder.wait("on_client_connected")
                 silent = await anyio.connect_tcp("127.0.0.1", transport.port)
@@ -358,3 +360,24 @@ async def test_a_plain_close_with_nothing_buffered_arms_no_abort_timer() -> None
             await client.close()
             await driver.wait_done(link.id)
             assert timers == [None]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_what_the_core_sends_from_a_callback_leaves_when_the_callback_ends(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The 101 and the close reply are made inside ``data_received``: written as it ends, with
+    no callback scheduled for them. The echo, sent by the application's task, is batched to
+    the end of its loop pass: the one ``_write_batches`` scheduled."""
+    with anyio.fail_after(LIMIT):
+        async with echo_server(driver="asyncio") as (transport, recorder):
+            driver = transport._driver_or_raise()
+            assert isinstance(driver, AsyncioServerDriver)
+            scheduled = _scheduled(monkeypatch, "call_soon", driver._write_batches)
+            async with connect(transport.port) as client:
+                await client.send(TextFrame(text="hi"))
+                assert await client.next_frame() == TextFrame(text="hi")
+                await client.close()
+            await recorder.wait("on_client_disconnected")
+            assert len(scheduled) == 1

@@ -13,9 +13,11 @@ to the connections (drop, write, close), hands events to the sink, offers receiv
 re-arms the timer handle if the deadline changed. Time is ``loop.time()``. No task runs per
 connection unless a connection's input is backed up.
 
-Output is batched: bytes for a connection collect during a loop pass (the replies to every
-message of one read, one timer's audio chunks) and leave with one ``transport.write`` from a
-``call_soon`` callback at its end (at once past ``BATCH_LIMIT``, and before a close or a drop).
+Output is batched: bytes the application sends to a connection collect during a loop pass (the
+replies to every message of one read) and leave with one ``transport.write`` from a
+``call_soon`` callback at its end (at once past ``BATCH_LIMIT``, and before a close or a drop);
+bytes the core makes inside one of asyncio's callbacks (a handshake response, a pong, one
+timer's audio chunks) leave with one write per connection when that callback ends.
 ``transport.write`` never blocks; the transport's buffer is bounded by
 ``set_write_buffer_limits(high=high_water)``. Above it asyncio calls ``pause_writing``: from
 then on new bytes wait in the connection's own queue (so that ``drop_pending`` can still discard
@@ -363,6 +365,8 @@ class AsyncioServerDriver:
         self._drains = 0
         #: Connections with a batch to write at the end of this loop pass.
         self._batched_links: list[_Link] = []
+        #: Inside one of asyncio's callbacks (input, timer): its bytes leave when it ends.
+        self._in_callback = False
         #: Audio senders blocked on a full queue, woken by the next flush to check again.
         self._audio_waiters: list[asyncio.Future[None]] = []
         self._stopped = asyncio.Event()
@@ -578,8 +582,9 @@ class AsyncioServerDriver:
     # --- batched writes ----------------------------------------------------------------------
 
     def _batched(self, link: _Link) -> None:
-        """``link`` has a new batch: write it once this loop pass's callbacks have run."""
-        if not self._batched_links:
+        """``link`` has a new batch: write it once this loop pass's callbacks have run, or,
+        inside one of asyncio's callbacks, when that callback ends (``_callback_done``)."""
+        if not self._batched_links and not self._in_callback:
             self._loop.call_soon(self._write_batches)
         self._batched_links.append(link)
 
@@ -593,6 +598,7 @@ class AsyncioServerDriver:
     def _fire(self) -> None:
         armed = self._armed
         self._timer = self._armed = None
+        self._in_callback = True
         try:
             deadline = self.protocol.next_deadline()
             if deadline is None:
@@ -608,6 +614,9 @@ class AsyncioServerDriver:
             self._flush()
         except Exception:
             self._log_internal_error("timer: internal error")
+        finally:
+            self._in_callback = False
+            self._callback_done()
 
     def _accepted(self, link: _Link) -> None:
         assert link.transport is not None
@@ -618,14 +627,14 @@ class AsyncioServerDriver:
         self._guarded(link, self._flush)
 
     def _received(self, link: _Link, data: bytes | None) -> None:
-        def feed() -> None:
-            if data is None:
-                self.protocol.receive_eof(link.id, self._loop.time())
-            else:
-                self.protocol.receive_data(link.id, data, self._loop.time())
-            self._flush()
+        self._guarded(link, self._feed, link, data)
 
-        self._guarded(link, feed)
+    def _feed(self, link: _Link, data: bytes | None) -> None:
+        if data is None:
+            self.protocol.receive_eof(link.id, self._loop.time())
+        else:
+            self.protocol.receive_data(link.id, data, self._loop.time())
+        self._flush()
 
     def _lost(self, link: _Link) -> None:
         link.lost = True
@@ -655,7 +664,7 @@ class AsyncioServerDriver:
         self._log.log(
             logging.INFO, ("write failed",), "connection %d: write timed out; aborting", link.id
         )
-        self._guarded(link, lambda: self._core_lost(link))
+        self._guarded(link, self._core_lost, link)
         link.abort()
 
     def _log_internal_error(self, msg: str, *args: object) -> None:
@@ -666,14 +675,30 @@ class AsyncioServerDriver:
         self.protocol.connection_lost(link.id, self._loop.time())
         self._flush()
 
-    def _guarded(self, link: _Link, step: Callable[[], None]) -> None:
-        """Run one core call and its flush: a bug (ours or a sink's) ends this connection,
-        never the server."""
+    def _guarded(self, link: _Link, step: Callable[..., None], *args: object) -> None:
+        """Run one core call and its flush, from one of asyncio's callbacks: a bug (ours or a
+        sink's) ends this connection, never the server. What it writes leaves at its end."""
+        outer, self._in_callback = self._in_callback, True
         try:
-            step()
+            step(*args)
         except Exception:
             self._log_internal_error("connection %d: internal error; connection dropped", link.id)
             link.abort()
+        finally:
+            self._in_callback = outer
+            if not outer:
+                self._callback_done()
+
+    def _callback_done(self) -> None:
+        """Write what one of asyncio's callbacks (input, a timer) made the core send, now.
+
+        Bytes the core makes from input or a timer are all made in that callback's one
+        flush: nothing later in the loop pass could join them (the tasks it wakes run after a
+        ``_write_batches`` it would schedule), so waiting for the pass's end would only cost a
+        callback and a loop pass (per handshake: the 101). Application sends, from tasks,
+        stay batched to the pass's end."""
+        if self._batched_links:
+            self._write_batches()
 
     # --- input backpressure ------------------------------------------------------------------
 
