@@ -13,9 +13,11 @@ upgrade, one 640 B echo, close handshake, the server's EOF, as bench/peers.py's 
 * ``--tool py-spy`` (default): ``py-spy record --format raw`` attached to the server for the
   workload only, sampling at ``--rate`` Hz; a sample's own time goes to its innermost Python
   frame. Sampling does not slow the server's Python code, so the shares are the truest here.
-* ``--tool cprofile``: the server runs under ``python -m cProfile`` (startup included);
-  ``tottime`` per function. Deterministic, with call counts, but its per-call overhead inflates
-  layers made of many small calls.
+* ``--tool cprofile``: the server runs with ``cProfile`` enabled for the workload only (from
+  ``SIGUSR1`` to ``SIGUSR2``, after a warm-up: no startup, no first-connection costs);
+  ``tottime`` per function. Deterministic, with call counts (divided by ``--count`` they are
+  per message or per handshake), but its per-call overhead inflates layers made of many
+  small calls.
 
 Own time is summed by layer, from each function's file: wavewire core, adapters, transports,
 the CLI's echo loop, wsproto, asyncio, anyio, trio, other Python, and (cProfile only) built-ins
@@ -125,13 +127,37 @@ def with_py_spy(args: argparse.Namespace, server: peers.Server, cpu: int) -> Non
     report(busy, total - idle, "share of the busy samples", args.top)
 
 
+#: Run as ``python -c PROFILED OUT peers.py --serve ...``: the server, with cProfile switched on
+#: by SIGUSR1 and off (its stats written to OUT) by SIGUSR2.
+PROFILED = """
+import cProfile, runpy, signal, sys
+out = sys.argv.pop(1)
+profile = cProfile.Profile()
+def stop(*_):
+    profile.disable()
+    profile.dump_stats(out)
+signal.signal(signal.SIGUSR1, lambda *_: profile.enable())
+signal.signal(signal.SIGUSR2, stop)
+sys.argv.pop(0)
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
 def with_cprofile(args: argparse.Namespace, server: peers.Server, cpu: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "server.prof"
-        options = ["-m", "cProfile", "-o", str(out)]
+        options = ["-c", PROFILED, str(out)]
         with peers.running(server, cpu, python_options=options) as (pid, port):
             peer = peers.Peer(port, raw=server.kind == "raw", timeout=args.timeout)
+            workload(args.workload, peer, pid, min(args.count, 500))  # warm
+            os.kill(pid, signal.SIGUSR1)
             sample = workload(args.workload, peer, pid, args.count)
+            os.kill(pid, signal.SIGUSR2)
+            deadline = time.monotonic() + 30
+            while not (out.exists() and _complete(out)):
+                if time.monotonic() > deadline:
+                    raise SystemExit("the server wrote no profile")
+                time.sleep(0.1)
         stats = pstats.Stats(str(out))
     own: Counter[tuple[str, str]] = Counter()
     calls: Counter[tuple[str, str]] = Counter()
@@ -150,6 +176,15 @@ def with_cprofile(args: argparse.Namespace, server: peers.Server, cpu: int) -> N
     for (path, function), ncalls in calls.most_common(args.top):
         where = path.split("/site-packages/")[-1].split("/src/")[-1]
         print(f"  {ncalls / args.count:6.2f}  {function:40} {where}")
+
+
+def _complete(path: Path) -> bool:
+    """Whether the profile at ``path`` is whole (the server may still be writing it)."""
+    try:
+        pstats.Stats(str(path))
+    except Exception:
+        return False
+    return True
 
 
 def unit(args: argparse.Namespace) -> str:
