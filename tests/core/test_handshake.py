@@ -688,7 +688,16 @@ def test_request_headers_are_decoded_and_common_strings_shared() -> None:
         ("x-custom", "Upgrade"),
     )
     # Every connection keeps its headers while open: the common names and values are one
-    # string for all of them, the others each request's own.
+    # string for all of them, the others each request's own; common pairs are one tuple.
+    assert [a is b for a, b in zip(first, second, strict=True)] == [
+        False,
+        True,
+        True,
+        False,
+        True,
+        False,
+        False,
+    ]
     pairs = zip(first, second, strict=True)
     shared = [[a is b for a, b in zip(*pair, strict=True)] for pair in pairs]
     assert shared == [

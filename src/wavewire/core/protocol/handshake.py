@@ -53,7 +53,7 @@ Headers = tuple[tuple[str, str], ...]
 
 #: Header names and values most upgrade requests carry, decoded once: a server keeps each
 #: connection's request headers for as long as it is open (``ClientHandle.headers``), and these
-#: shared strings save about 500 bytes per connection. A fixed table, never grown by a peer.
+#: shared strings save about 500 bytes per connection. Fixed tables, never grown by a peer.
 _COMMON_NAMES = {
     name.encode(): name
     for name in (
@@ -99,12 +99,29 @@ _COMMON_VALUES = {
 }
 
 
+#: Whole header pairs most upgrade requests carry, shared too (a pair is a 56-byte tuple).
+_COMMON_PAIRS = {
+    (name.encode(), value.encode()): (_COMMON_NAMES[name.encode()], _COMMON_VALUES[value.encode()])
+    for name, value in (
+        ("upgrade", "websocket"),
+        ("connection", "Upgrade"),
+        ("connection", "upgrade"),
+        ("connection", "keep-alive, Upgrade"),
+        ("sec-websocket-version", "13"),
+        ("sec-websocket-extensions", "permessage-deflate; client_max_window_bits"),
+        ("cache-control", "no-cache"),
+        ("pragma", "no-cache"),
+    )
+}
+
+
 def _decode_headers(raw: h11._headers.Headers) -> Headers:
     """h11's headers as str pairs. h11 has lower-cased the names and rejected CR, LF and NUL
     in values; latin-1 maps every remaining byte."""
-    names, values = _COMMON_NAMES, _COMMON_VALUES
+    pairs, names, values = _COMMON_PAIRS, _COMMON_NAMES, _COMMON_VALUES
     return tuple(
-        (names.get(name) or name.decode("ascii"), values.get(value) or value.decode("latin-1"))
+        pairs.get((name, value))
+        or (names.get(name) or name.decode("ascii"), values.get(value) or value.decode("latin-1"))
         for name, value in raw
     )
 
