@@ -3,6 +3,7 @@
     python bench/profile_server.py --server wavewire-native --workload rt
     python bench/profile_server.py --server wavewire-anyio --workload pipe640 --tool cprofile
     python bench/profile_server.py --workload handshake --count 3000
+    python bench/profile_server.py --workload handshake --tool callgrind --count 300
 
 The server runs as in bench/peers.py (its own process, pinned to one core; wavewire is
 ``wavewire serve --echo-raw``), the same plain-socket client drives one workload (``rt``: 640 B
@@ -18,6 +19,13 @@ upgrade, one 640 B echo, close handshake, the server's EOF, as bench/peers.py's 
   ``tottime`` per function. Deterministic, with call counts (divided by ``--count`` they are
   per message or per handshake), but its per-call overhead inflates layers made of many
   small calls.
+
+* ``--tool callgrind``: the server runs under valgrind's callgrind, instrumented for the
+  workload only; prints the instructions it executed in user space per message or handshake.
+  Deterministic to a fraction of a percent whatever the machine's load (bench/peers.py's CPU
+  figures vary by 30% here): the A/B measure for a change. Needs ``valgrind`` (Debian's
+  package); the server runs about 50 times slower, so keep ``--count`` small (500: a
+  connection must not live past ``ping_interval``, 20 s, or a ping lands in the echoes).
 
 Own time is summed by layer, from each function's file: wavewire core, adapters, transports,
 the CLI's echo loop, wsproto, asyncio, anyio, trio, other Python, and (cProfile only) built-ins
@@ -178,6 +186,44 @@ def with_cprofile(args: argparse.Namespace, server: peers.Server, cpu: int) -> N
         print(f"  {ncalls / args.count:6.2f}  {function:40} {where}")
 
 
+#: Run as ``python -c UNDER_CALLGRIND OUT peers.py --serve ...``: the same process (same pid)
+#: becomes valgrind running the server, instrumented only once ``callgrind_control -i on``.
+UNDER_CALLGRIND = """
+import os, sys
+out = sys.argv[1]
+os.execvp("valgrind", ["valgrind", "-q", "--tool=callgrind", "--instr-atstart=no",
+    f"--callgrind-out-file={out}", sys.executable, *sys.argv[2:]])
+"""
+
+
+def with_callgrind(args: argparse.Namespace, server: peers.Server, cpu: int) -> None:
+    control = shutil.which("callgrind_control")
+    if shutil.which("valgrind") is None or control is None:
+        raise SystemExit("--tool callgrind needs valgrind (Debian: apt-get install valgrind)")
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "callgrind.out"
+        options = ["-c", UNDER_CALLGRIND, str(out)]
+        with peers.running(server, cpu, python_options=options) as (pid, port):
+            peer = peers.Peer(port, raw=server.kind == "raw", timeout=args.timeout)
+            workload(args.workload, peer, pid, min(args.count, 100))  # warm
+            subprocess.run([control, "-i", "on", str(pid)], check=True, capture_output=True)
+            sample = workload(args.workload, peer, pid, args.count)
+            subprocess.run([control, "-i", "off", str(pid)], check=True, capture_output=True)
+            subprocess.run([control, "-d", str(pid)], check=True, capture_output=True)
+        instructions = 0
+        for dump in Path(tmp).glob("callgrind.out*"):
+            for line in dump.read_text().splitlines():
+                if line.startswith("totals:"):
+                    instructions += int(line.split()[1])
+    # What the workload functions run besides the units they time (their warm-ups).
+    extra = {"handshake": 20, "rt": 200, "pipe640": 1 + min(args.count, 200)}[args.workload]
+    units = sample.units + extra
+    print(
+        f"{args.server}, {args.workload}, callgrind: {units} {unit(args)}s (warm-ups included), "
+        f"{instructions / units:,.0f} instructions per {unit(args)} (user space)"
+    )
+
+
 def _complete(path: Path) -> bool:
     """Whether the profile at ``path`` is whole (the server may still be writing it)."""
     try:
@@ -203,7 +249,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--server", default="wavewire-native", choices=sorted(peers.BY_NAME))
     parser.add_argument("--workload", default="rt", choices=("rt", "pipe640", "handshake"))
-    parser.add_argument("--tool", default="py-spy", choices=("py-spy", "cprofile"))
+    parser.add_argument("--tool", default="py-spy", choices=("py-spy", "cprofile", "callgrind"))
     parser.add_argument("--count", type=int, default=20000, help="messages (20000)")
     parser.add_argument("--rate", type=int, default=1000, help="py-spy samples per second")
     parser.add_argument("--top", type=int, default=25, help="functions listed (25)")
@@ -214,6 +260,8 @@ def main() -> int:
     server = peers.BY_NAME[args.server]
     if args.tool == "py-spy":
         with_py_spy(args, server, cpus[-1])
+    elif args.tool == "callgrind":
+        with_callgrind(args, server, cpus[-1])
     else:
         with_cprofile(args, server, cpus[-1])
     return 0
