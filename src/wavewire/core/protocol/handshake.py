@@ -116,14 +116,21 @@ _COMMON_PAIRS = {
 
 
 def _decode_headers(raw: h11._headers.Headers) -> Headers:
-    """h11's headers as str pairs. h11 has lower-cased the names and rejected CR, LF and NUL
-    in values; latin-1 maps every remaining byte."""
+    """h11's headers as str pairs, names lower-cased. h11 has rejected CR, LF and NUL in
+    values; latin-1 maps every remaining byte. (``raw_items()``, one list, rather than
+    iterating ``raw``: a generator step and a ``__getitem__`` call per header.)"""
     pairs, names, values = _COMMON_PAIRS, _COMMON_NAMES, _COMMON_VALUES
-    return tuple(
-        pairs.get((name, value))
-        or (names.get(name) or name.decode("ascii"), values.get(value) or value.decode("latin-1"))
-        for name, value in raw
-    )
+    decoded = []
+    for raw_name, value in raw.raw_items():
+        name = raw_name.lower()
+        pair = pairs.get((name, value))
+        if pair is None:
+            pair = (
+                names.get(name) or name.decode("ascii"),
+                values.get(value) or value.decode("latin-1"),
+            )
+        decoded.append(pair)
+    return tuple(decoded)
 
 
 def _index(headers: Headers) -> dict[str, list[str]]:
