@@ -2,21 +2,33 @@
 
     python bench/profile_server.py --server wavewire-native --workload rt
     python bench/profile_server.py --server wavewire-anyio --workload pipe640 --tool cprofile
+    python bench/profile_server.py --workload handshake --count 3000
+    python bench/profile_server.py --workload handshake --tool callgrind --count 300
     python bench/profile_server.py --server wavewire-native --workload audio --sessions 200
 
 The server runs as in bench/peers.py (its own process, pinned to one core; wavewire is
 ``wavewire serve --echo-raw``), the same plain-socket client drives one workload (``rt``: 640 B
-round trips one at a time; ``pipe640``: 640 B messages, 100 in flight; ``audio``: peers' audio
-row, ``--sessions`` paced sessions of ``wavewire serve --policy multi`` with protobuf for
-``--seconds``, where a message is one received 20 ms frame and every second one is answered by
-one paced 40 ms chunk), and the server is profiled during it:
+round trips one at a time; ``pipe640``: 640 B messages, 100 in flight; ``handshake``: connect,
+upgrade, one 640 B echo, close handshake, the server's EOF, as bench/peers.py's handshake row;
+``--count`` is then handshakes; ``audio``: peers' audio row, ``--sessions`` paced sessions of
+``wavewire serve --policy multi`` with protobuf, where ``--count`` counts received 20 ms frames
+and every second one is answered by one paced 40 ms chunk), and the server is profiled during it:
 
 * ``--tool py-spy`` (default): ``py-spy record --format raw`` attached to the server for the
   workload only, sampling at ``--rate`` Hz; a sample's own time goes to its innermost Python
   frame. Sampling does not slow the server's Python code, so the shares are the truest here.
-* ``--tool cprofile``: the server runs under ``python -m cProfile`` (startup included);
-  ``tottime`` per function. Deterministic, with call counts, but its per-call overhead inflates
-  layers made of many small calls.
+* ``--tool cprofile``: the server runs with ``cProfile`` enabled for the workload only (from
+  ``SIGUSR1`` to ``SIGUSR2``, after a warm-up: no startup, no first-connection costs);
+  ``tottime`` per function. Deterministic, with call counts (divided by ``--count`` they are
+  per message or per handshake), but its per-call overhead inflates layers made of many
+  small calls.
+
+* ``--tool callgrind``: the server runs under valgrind's callgrind, instrumented for the
+  workload only; prints the instructions it executed in user space per message or handshake.
+  Deterministic to a fraction of a percent whatever the machine's load (bench/peers.py's CPU
+  figures vary by 30% here): the A/B measure for a change. Needs ``valgrind`` (Debian's
+  package); the server runs about 50 times slower, so keep ``--count`` small (500: a
+  connection must not live past ``ping_interval``, 20 s, or a ping lands in the echoes).
 
 Own time is summed by layer, from each function's file: wavewire core, adapters, transports,
 the CLI's echo loop, wsproto, asyncio, anyio, trio, other Python, and (cProfile only) built-ins
@@ -72,6 +84,8 @@ def layer(path: str) -> str:
 def workload(args: argparse.Namespace, peer: peers.Peer, pid: int, count: int) -> peers.Sample:
     if args.workload == "rt":
         return peers.round_trips(peer, pid, count, warmup=200)
+    if args.workload == "handshake":
+        return peers.handshakes(peer, pid, count)
     if args.workload == "audio":
         seconds = count / args.sessions * peers.FRAME_SECONDS
         result = peers.audio_sessions(peer, pid, args.sessions, seconds)
@@ -83,6 +97,12 @@ def workload(args: argparse.Namespace, peer: peers.Peer, pid: int, count: int) -
         cpu_ns = round(result.cpu_per_session_second * 1e9 * count * peers.FRAME_SECONDS)
         return peers.Sample(count, seconds, cpu_ns)
     return peers.pipelined(peer, pid, 640, count, 100)
+
+
+def warm(args: argparse.Namespace, peer: peers.Peer, pid: int, count: int) -> None:
+    """A short run of the workload before profiling (the audio row opens its own sessions)."""
+    if args.workload != "audio":
+        workload(args, peer, pid, count)
 
 
 def report(own: Counter[tuple[str, str]], total: float, unit: str, top: int) -> None:
@@ -104,8 +124,7 @@ def with_py_spy(args: argparse.Namespace, server: peers.Server, cpu: int) -> Non
     with tempfile.TemporaryDirectory() as tmp, peers.running(server, cpu, audio) as (pid, port):
         out = Path(tmp) / "spy.txt"
         peer = peers.Peer(port, raw=server.kind == "raw", timeout=args.timeout)
-        if args.workload != "audio":  # the audio row opens its own sessions
-            workload(args, peer, pid, min(args.count, 500))  # warm
+        warm(args, peer, pid, min(args.count, 500))
         record = [spy, "record", "--pid", str(pid), "--rate", str(args.rate)]
         recorder = subprocess.Popen(
             [*record, "--format", "raw", "--output", str(out), "--nonblocking"],
@@ -136,14 +155,38 @@ def with_py_spy(args: argparse.Namespace, server: peers.Server, cpu: int) -> Non
     report(busy, total - idle, "share of the busy samples", args.top)
 
 
+#: Run as ``python -c PROFILED OUT peers.py --serve ...``: the server, with cProfile switched on
+#: by SIGUSR1 and off (its stats written to OUT) by SIGUSR2.
+PROFILED = """
+import cProfile, runpy, signal, sys
+out = sys.argv.pop(1)
+profile = cProfile.Profile()
+def stop(*_):
+    profile.disable()
+    profile.dump_stats(out)
+signal.signal(signal.SIGUSR1, lambda *_: profile.enable())
+signal.signal(signal.SIGUSR2, stop)
+sys.argv.pop(0)
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
 def with_cprofile(args: argparse.Namespace, server: peers.Server, cpu: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "server.prof"
-        options = ["-m", "cProfile", "-o", str(out)]
+        options = ["-c", PROFILED, str(out)]
         audio = args.workload == "audio"
         with peers.running(server, cpu, audio, python_options=options) as (pid, port):
             peer = peers.Peer(port, raw=server.kind == "raw", timeout=args.timeout)
+            warm(args, peer, pid, min(args.count, 500))
+            os.kill(pid, signal.SIGUSR1)
             sample = workload(args, peer, pid, args.count)
+            os.kill(pid, signal.SIGUSR2)
+            deadline = time.monotonic() + 30
+            while not (out.exists() and _complete(out)):
+                if time.monotonic() > deadline:
+                    raise SystemExit("the server wrote no profile")
+                time.sleep(0.1)
         stats = pstats.Stats(str(out))
     own: Counter[tuple[str, str]] = Counter()
     calls: Counter[tuple[str, str]] = Counter()
@@ -158,27 +201,85 @@ def with_cprofile(args: argparse.Namespace, server: peers.Server, cpu: int) -> N
     total = sum(own.values())
     print(f"{total:.1f} s profiled, and {idle:.1f} s in the poll (waiting; left out)")
     report(own, total, "tottime", args.top)
-    print(f"\nmost called, per message ({args.count} messages):")
+    print(f"\nmost called, per {unit(args)} ({args.count} {unit(args)}s):")
     for (path, function), ncalls in calls.most_common(args.top):
         where = path.split("/site-packages/")[-1].split("/src/")[-1]
         print(f"  {ncalls / args.count:6.2f}  {function:40} {where}")
 
 
+#: Run as ``python -c UNDER_CALLGRIND OUT peers.py --serve ...``: the same process (same pid)
+#: becomes valgrind running the server, instrumented only once ``callgrind_control -i on``.
+UNDER_CALLGRIND = """
+import os, sys
+out = sys.argv[1]
+os.execvp("valgrind", ["valgrind", "-q", "--tool=callgrind", "--instr-atstart=no",
+    f"--callgrind-out-file={out}", sys.executable, *sys.argv[2:]])
+"""
+
+
+def with_callgrind(args: argparse.Namespace, server: peers.Server, cpu: int) -> None:
+    control = shutil.which("callgrind_control")
+    if shutil.which("valgrind") is None or control is None:
+        raise SystemExit("--tool callgrind needs valgrind (Debian: apt-get install valgrind)")
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "callgrind.out"
+        options = ["-c", UNDER_CALLGRIND, str(out)]
+        audio = args.workload == "audio"
+        with peers.running(server, cpu, audio, python_options=options) as (pid, port):
+            peer = peers.Peer(port, raw=server.kind == "raw", timeout=args.timeout)
+            warm(args, peer, pid, min(args.count, 100))
+            subprocess.run([control, "-i", "on", str(pid)], check=True, capture_output=True)
+            sample = workload(args, peer, pid, args.count)
+            subprocess.run([control, "-i", "off", str(pid)], check=True, capture_output=True)
+            subprocess.run([control, "-d", str(pid)], check=True, capture_output=True)
+        instructions = 0
+        for dump in Path(tmp).glob("callgrind.out*"):
+            for line in dump.read_text().splitlines():
+                if line.startswith("totals:"):
+                    instructions += int(line.split()[1])
+    # What the workload functions run besides the units they time (their warm-ups).
+    extra = {"handshake": 20, "rt": 200, "pipe640": 1 + min(args.count, 200), "audio": 0}[
+        args.workload
+    ]
+    units = sample.units + extra
+    print(
+        f"{args.server}, {args.workload}, callgrind: {units} {unit(args)}s (warm-ups included), "
+        f"{instructions / units:,.0f} instructions per {unit(args)} (user space)"
+    )
+
+
+def _complete(path: Path) -> bool:
+    """Whether the profile at ``path`` is whole (the server may still be writing it)."""
+    try:
+        pstats.Stats(str(path))
+    except Exception:
+        return False
+    return True
+
+
+def unit(args: argparse.Namespace) -> str:
+    """What the workload counts: handshakes, or messages."""
+    return "handshake" if args.workload == "handshake" else "message"
+
+
 def print_header(args: argparse.Namespace, sample: peers.Sample) -> None:
     print(
-        f"{args.server}, {args.workload}, {args.tool}: {sample.units} messages, "
-        f"{sample.rate:,.0f}/s, server CPU {sample.cpu_us:.1f} µs per message (profiler on)"
+        f"{args.server}, {args.workload}, {args.tool}: {sample.units} {unit(args)}s, "
+        f"{sample.rate:,.0f}/s, server CPU {sample.cpu_us:.1f} µs per {unit(args)} (profiler on)"
     )
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--server", default="wavewire-native", choices=sorted(peers.BY_NAME))
-    parser.add_argument("--workload", default="rt", choices=("rt", "pipe640", "audio"))
+    parser.add_argument("--workload", default="rt", choices=("rt", "pipe640", "handshake", "audio"))
     parser.add_argument("--sessions", type=int, default=200, help="audio: paced sessions (200)")
-    parser.add_argument("--tool", default="py-spy", choices=("py-spy", "cprofile"))
+    parser.add_argument("--tool", default="py-spy", choices=("py-spy", "cprofile", "callgrind"))
     parser.add_argument(
-        "--count", type=int, default=20000, help="messages (20000; audio: received frames)"
+        "--count",
+        type=int,
+        default=20000,
+        help="messages (20000; handshake: handshakes; audio: received frames)",
     )
     parser.add_argument("--rate", type=int, default=1000, help="py-spy samples per second")
     parser.add_argument("--top", type=int, default=25, help="functions listed (25)")
@@ -189,6 +290,8 @@ def main() -> int:
     server = peers.BY_NAME[args.server]
     if args.tool == "py-spy":
         with_py_spy(args, server, cpus[-1])
+    elif args.tool == "callgrind":
+        with_callgrind(args, server, cpus[-1])
     else:
         with_cprofile(args, server, cpus[-1])
     return 0

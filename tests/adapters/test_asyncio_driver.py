@@ -10,6 +10,8 @@ import signal
 import socket
 import ssl
 import subprocess
+from collections.abc import Callable
+from typing import Any
 
 import anyio
 import anyio.lowlevel
@@ -22,6 +24,7 @@ from wavewire.adapters.asyncio_server import (
     DRAIN_YIELD_EVERY,
     AsyncioServerDriver,
     _bind,
+    _Link,
 )
 from wavewire.core.events import Disconnected
 from wavewire.transports.server import DriverName
@@ -226,9 +229,7 @@ async def test_a_send_loop_that_never_blocks_still_lets_other_tasks_run() -> Non
             anyio.create_task_group() as tg,
         ):
             await recorder.wait("on_client_connected")
-            driver = transport._driver_or_raise()
-            assert isinstance(driver, AsyncioServerDriver)
-            (link,) = driver._links.values()
+            _, link = only_link(transport)
             tg.start_soon(ticker)
             await anyio.lowlevel.checkpoint()
             before, largest = ticks, 0
@@ -252,12 +253,131 @@ async def test_an_idle_connection_holds_no_deque_or_event_of_its_own() -> None:
             connect(transport.port) as client,
         ):
             await recorder.wait("on_client_connected")
-            driver = transport._driver_or_raise()
-            assert isinstance(driver, AsyncioServerDriver)
-            (link,) = driver._links.values()
-            held = [value for value in vars(link).values() if value is not None]
+            driver, link = only_link(transport)
+            held = [getattr(link, name) for name in link.__slots__]
             assert not [v for v in held if isinstance(v, collections.deque | asyncio.Event)]
             assert link._finished_event is None
             await client.close()
             await driver.wait_done(link.id)  # made and set, or already finished
             assert link.finished
+
+
+def only_link(transport: WebsocketServerTransport) -> tuple[AsyncioServerDriver, _Link]:
+    """The native driver serving ``transport``, and its one connection."""
+    driver = transport._driver_or_raise()
+    assert isinstance(driver, AsyncioServerDriver)
+    (link,) = driver._links.values()
+    return driver, link
+
+
+def _scheduled(
+    monkeypatch: pytest.MonkeyPatch, method: str, callback: Callable[..., object]
+) -> list[float]:
+    """From now on, the loop's times (``call_at``) or pass numbers (``call_soon``: the count
+    so far) at which ``callback`` is scheduled with ``loop.<method>``."""
+    loop = asyncio.get_running_loop()
+    seen: list[float] = []
+    real = getattr(loop, method)
+
+    def recording(*args: Any, **kwargs: Any) -> asyncio.Handle:
+        if callback in args[:2]:
+            seen.append(args[0] if method == "call_at" else len(seen))
+        return real(*args, **kwargs)  # type: ignore[no-any-return]
+
+    monkeypatch.setattr(loop, method, recording)
+    return seen
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_deadlines_that_move_later_keep_the_one_timer_handle(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Connections opened and closed one after another each move the core's deadline later
+    (an open timeout, then none): the handle armed for the first is kept for all of them."""
+    params = make_params(open_timeout=4 * LIMIT)  # never due within the test
+    with anyio.fail_after(LIMIT):
+        async with echo_server(params, driver="asyncio") as (transport, recorder):
+            driver = transport._driver_or_raise()
+            assert isinstance(driver, AsyncioServerDriver)
+            armed = _scheduled(monkeypatch, "call_at", driver._fire)
+            for count in range(1, 6):
+                async with connect(transport.port) as client:
+                    await client.send(TextFrame(text="hi"))
+                    assert await client.next_frame() == TextFrame(text="hi")
+                    await client.close()
+                await recorder.wait("on_client_disconnected", count)
+            assert len(armed) == 1
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_a_handle_that_fires_before_the_deadline_sleeps_until_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The handle armed for a first connection's open timeout fires after that connection
+    upgraded, while a second one that sends nothing is due later: the handle is armed
+    again for that time, and the silent connection is dropped at its own open timeout."""
+    open_timeout = 0.3
+    with anyio.fail_after(LIMIT):
+        params = make_params(open_timeout=open_timeout, ping_interval=None)
+        async with echo_server(params, driver="asyncio") as (transport, recorder):
+            driver = transport._driver_or_raise()
+            assert isinstance(driver, AsyncioServerDriver)
+            armed = _scheduled(monkeypatch, "call_at", driver._fire)
+            async with connect(transport.port):
+                await recorder.wait("on_client_connected")
+                silent = await anyio.connect_tcp("127.0.0.1", transport.port)
+                async with silent:
+                    with pytest.raises((anyio.EndOfStream, anyio.BrokenResourceError)):
+                        await silent.receive()
+                assert len(armed) == 2
+                assert armed[1] > armed[0]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_a_plain_close_with_nothing_buffered_arms_no_abort_timer() -> None:
+    """``transport.close()`` with an empty buffer closes the socket in the next loop pass: no
+    ``close_timeout`` handle for it (bytes still buffered, or TLS, get one)."""
+    with anyio.fail_after(LIMIT):
+        async with (
+            echo_server(driver="asyncio") as (transport, recorder),
+            connect(transport.port) as client,
+        ):
+            await recorder.wait("on_client_connected")
+            driver, link = only_link(transport)
+            assert link.transport is not None
+            timers: list[asyncio.TimerHandle | None] = []
+            real_close = link.transport.close
+
+            def close() -> None:
+                # Runs before asyncio's connection_lost, after close_now armed what it arms.
+                asyncio.get_running_loop().call_soon(lambda: timers.append(link.close_timer))
+                real_close()
+
+            link.transport.close = close  # type: ignore[method-assign]
+            await client.close()
+            await driver.wait_done(link.id)
+            assert timers == [None]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_what_the_core_sends_from_a_callback_leaves_when_the_callback_ends(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The 101 and the close reply are made inside ``data_received``: written as it ends, with
+    no callback scheduled for them. The echo, sent by the application's task, is batched to
+    the end of its loop pass: the one ``_write_batches`` scheduled."""
+    with anyio.fail_after(LIMIT):
+        async with echo_server(driver="asyncio") as (transport, recorder):
+            driver = transport._driver_or_raise()
+            assert isinstance(driver, AsyncioServerDriver)
+            scheduled = _scheduled(monkeypatch, "call_soon", driver._write_batches)
+            async with connect(transport.port) as client:
+                await client.send(TextFrame(text="hi"))
+                assert await client.next_frame() == TextFrame(text="hi")
+                await client.close()
+            await recorder.wait("on_client_disconnected")
+            assert len(scheduled) == 1

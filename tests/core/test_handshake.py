@@ -659,6 +659,58 @@ def test_server_picks_its_preferred_offered_subprotocol(offered: str, chosen: st
     assert event.connection.subprotocol == chosen
 
 
+@pytest.mark.parametrize("offered", ["caf\u00e9", "a b", "chat, a/b", "x=1"])
+def test_an_offered_subprotocol_that_is_not_a_token_gets_400(offered: str) -> None:
+    # A hook choosing what the client offered: "café" made the 101 unsendable (the server
+    # raised UnicodeEncodeError out of receive_data).
+    def echo_first(request: HandshakeRequest) -> Accept:
+        return Accept(subprotocol=request.subprotocols[0])
+
+    data = upgrade(add=[("Sec-WebSocket-Protocol", offered)])
+    _, event = refuse(data, ServerConfig(subprotocols=[offered], handshake_hook=echo_first))
+    assert (event.status_code, event.detail) == (400, "invalid Sec-WebSocket-Protocol header")
+
+
+def test_request_headers_are_decoded_and_common_strings_shared() -> None:
+    hook = HookReturning(Accept())
+    data = upgrade(add=[("User-Agent", "caf\u00e9/1"), ("X-Custom", "Upgrade")])
+    accept(data, ServerConfig(handshake_hook=hook))
+    accept(data, ServerConfig(handshake_hook=hook))
+    first, second = (request.headers for request in hook.seen)
+    assert first == second
+    assert first == (
+        ("host", "server.example.com"),
+        ("upgrade", "websocket"),
+        ("connection", "Upgrade"),
+        ("sec-websocket-key", RFC_KEY),
+        ("sec-websocket-version", "13"),
+        ("user-agent", "caf\u00e9/1"),
+        ("x-custom", "Upgrade"),
+    )
+    # Every connection keeps its headers while open: the common names and values are one
+    # string for all of them, the others each request's own; common pairs are one tuple.
+    assert [a is b for a, b in zip(first, second, strict=True)] == [
+        False,
+        True,
+        True,
+        False,
+        True,
+        False,
+        False,
+    ]
+    pairs = zip(first, second, strict=True)
+    shared = [[a is b for a, b in zip(*pair, strict=True)] for pair in pairs]
+    assert shared == [
+        [True, False],  # host: the value is each request's
+        [True, True],
+        [True, True],
+        [True, False],  # the key
+        [True, True],
+        [True, False],  # user-agent: not a table value
+        [False, True],  # x-custom: not a table name; its value is one
+    ]
+
+
 def test_subprotocol_offered_in_two_headers() -> None:
     data = upgrade(add=[("Sec-WebSocket-Protocol", "a"), ("Sec-WebSocket-Protocol", "b")])
     _, event = accept(data, ServerConfig(subprotocols=["b"]))
@@ -763,12 +815,13 @@ def test_http_response_with_bodiless_status_refuses_a_body(status_code: int) -> 
         HttpResponse(status_code=status_code, body=b"x")
 
 
-@pytest.mark.parametrize("make", DECISIONS[1:], ids=["Reject", "HttpResponse"])
+@pytest.mark.parametrize("make", DECISIONS, ids=["Accept", "Reject", "HttpResponse"])
 @pytest.mark.parametrize("name", ["Content-Length", "transfer-encoding"])
 def test_framing_headers_are_the_cores(
     make: Callable[[list[tuple[str, str]]], object], name: str
 ) -> None:
-    # A caller's Content-Length conflicting with the body made h11 raise out of receive_data.
+    # A caller's Content-Length conflicting with the body made h11 raise out of receive_data;
+    # a 101 has neither header (RFC 9110 8.6, RFC 9112 6.1).
     with pytest.raises(ValueError, match="set by wavewire"):
         make([(name, "0")])
 

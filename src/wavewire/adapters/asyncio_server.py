@@ -5,16 +5,19 @@ The callbacks, one ``asyncio.Protocol`` per connection (``loop.create_server``):
 * ``connection_made`` -> ``connection_made``; ``data_received`` -> ``receive_data``;
   ``eof_received`` -> ``receive_eof`` (returns False: the transport closes itself);
   ``connection_lost`` -> ``connection_lost``;
-* one ``loop.call_at`` timer handle for ``next_deadline()``; when it fires, ``handle_timer``.
+* one ``loop.call_at`` timer handle for ``next_deadline()``, moved only when the deadline comes
+  earlier; when it fires, ``handle_timer`` if the deadline is due, else it is armed again.
 
 Every core call is followed by ``_flush()``, the one choke point: it routes ``data_to_send()``
 to the connections (drop, write, close), hands events to the sink, offers received frames and
 re-arms the timer handle if the deadline changed. Time is ``loop.time()``. No task runs per
 connection unless a connection's input is backed up.
 
-Output is batched: bytes for a connection collect during a loop pass (the replies to every
-message of one read, one timer's audio chunks) and leave with one ``transport.write`` from a
-``call_soon`` callback at its end (at once past ``BATCH_LIMIT``, and before a close or a drop).
+Output is batched: bytes the application sends to a connection collect during a loop pass (the
+replies to every message of one read) and leave with one ``transport.write`` from a
+``call_soon`` callback at its end (at once past ``BATCH_LIMIT``, and before a close or a drop);
+bytes the core makes inside one of asyncio's callbacks (a handshake response, a pong, one
+timer's audio chunks) leave with one write per connection when that callback ends.
 ``transport.write`` never blocks; the transport's buffer is bounded by
 ``set_write_buffer_limits(high=high_water)``. Above it asyncio calls ``pause_writing``: from
 then on new bytes wait in the connection's own queue (so that ``drop_pending`` can still discard
@@ -80,6 +83,31 @@ BATCH_LIMIT = 64 * 1024
 
 class _Link(asyncio.Protocol):
     """One connection: asyncio's callbacks in, the driver's writes and closes out."""
+
+    # Slots: one per idle connection, and no instance dict (about 100 bytes less each).
+    __slots__ = (
+        "_driver",
+        "_finished_event",
+        "batch",
+        "batch_size",
+        "close_requested",
+        "close_timer",
+        "closing",
+        "delivery",
+        "finished",
+        "frames",
+        "id",
+        "lost",
+        "protected",
+        "queue",
+        "reading_paused",
+        "stall_mark",
+        "transport",
+        "writable_waiters",
+        "write_paused",
+        "write_timer",
+        "written",
+    )
 
     def __init__(self, driver: AsyncioServerDriver) -> None:
         self._driver = driver
@@ -203,11 +231,17 @@ class _Link(asyncio.Protocol):
             return
         self.write_batch()
         self.closing = True
-        assert self.transport is not None
-        self.transport.close()  # after what the transport buffers
-        close_timeout = self._driver.protocol.config.close_timeout
-        bound = close_timeout if close_timeout is not None else SHUTDOWN_FALLBACK
-        self.close_timer = self._driver._loop.call_later(bound, self.abort)
+        transport = self.transport
+        assert transport is not None
+        held = transport.get_write_buffer_size()
+        transport.close()  # after what the transport buffers
+        if held or transport.get_extra_info("sslcontext") is not None:
+            # A peer that reads nothing would keep those bytes, or the TLS shutdown, waiting
+            # forever: bounded. A plain transport with nothing left closes its socket in the
+            # next loop pass, with no timer (one handle fewer per connection).
+            close_timeout = self._driver.protocol.config.close_timeout
+            bound = close_timeout if close_timeout is not None else SHUTDOWN_FALLBACK
+            self.close_timer = self._driver._loop.call_later(bound, self.abort)
         self.wake_writers()
 
     def abort(self) -> None:
@@ -227,6 +261,8 @@ class _Link(asyncio.Protocol):
         return self.closing or self.lost or not (self.write_paused or self.queue)
 
     def wake_writers(self) -> None:
+        if not self.writable_waiters:
+            return
         waiters, self.writable_waiters = self.writable_waiters, []
         for waiter in waiters:
             if not waiter.done():
@@ -329,6 +365,8 @@ class AsyncioServerDriver:
         self._drains = 0
         #: Connections with a batch to write at the end of this loop pass.
         self._batched_links: list[_Link] = []
+        #: Inside one of asyncio's callbacks (input, timer): its bytes leave when it ends.
+        self._in_callback = False
         #: Audio senders blocked on a full queue, woken by the next flush to check again.
         self._audio_waiters: list[asyncio.Future[None]] = []
         self._stopped = asyncio.Event()
@@ -526,13 +564,15 @@ class AsyncioServerDriver:
         for link in backed_up:
             self._offer_frames(link)
         deadline = self.protocol.next_deadline()
-        if deadline != self._armed:
-            # Moved earlier (a send started an audio stream) or later (a chunk went out): one
-            # handle, for the new time.
+        if deadline is not None and (self._armed is None or deadline < self._armed):
+            # Moved earlier (a connection came, a send started an audio stream): one handle,
+            # for the new time. A deadline that moved later (a handshake completed, a peer
+            # was heard from) or went away keeps the handle; ``_fire`` then finds nothing due
+            # and sleeps again. Per connection that saves a cancel and a new handle per move.
             if self._timer is not None:
                 self._timer.cancel()
             self._armed = deadline
-            self._timer = None if deadline is None else self._loop.call_at(deadline, self._fire)
+            self._timer = self._loop.call_at(deadline, self._fire)
         if self._audio_waiters:
             waiters, self._audio_waiters = self._audio_waiters, []
             for waiter in waiters:
@@ -542,8 +582,9 @@ class AsyncioServerDriver:
     # --- batched writes ----------------------------------------------------------------------
 
     def _batched(self, link: _Link) -> None:
-        """``link`` has a new batch: write it once this loop pass's callbacks have run."""
-        if not self._batched_links:
+        """``link`` has a new batch: write it once this loop pass's callbacks have run, or,
+        inside one of asyncio's callbacks, when that callback ends (``_callback_done``)."""
+        if not self._batched_links and not self._in_callback:
             self._loop.call_soon(self._write_batches)
         self._batched_links.append(link)
 
@@ -555,17 +596,27 @@ class AsyncioServerDriver:
     # --- callbacks ---------------------------------------------------------------------------
 
     def _fire(self) -> None:
-        deadline = self._armed
+        armed = self._armed
         self._timer = self._armed = None
-        # call_at may run a clock tick early; the core must not see a time before its deadline.
-        now = self._loop.time()
-        if deadline is not None:
-            now = max(now, deadline)
+        self._in_callback = True
         try:
-            self.protocol.handle_timer(now)
+            deadline = self.protocol.next_deadline()
+            if deadline is None:
+                return  # what was due went away since the handle was armed
+            if armed is not None and deadline > armed:
+                # Moved later since: sleep until then.
+                self._armed = deadline
+                self._timer = self._loop.call_at(deadline, self._fire)
+                return
+            # call_at may run a clock tick early; the core must not see a time before its
+            # deadline.
+            self.protocol.handle_timer(max(self._loop.time(), deadline))
             self._flush()
         except Exception:
             self._log_internal_error("timer: internal error")
+        finally:
+            self._in_callback = False
+            self._callback_done()
 
     def _accepted(self, link: _Link) -> None:
         assert link.transport is not None
@@ -576,14 +627,14 @@ class AsyncioServerDriver:
         self._guarded(link, self._flush)
 
     def _received(self, link: _Link, data: bytes | None) -> None:
-        def feed() -> None:
-            if data is None:
-                self.protocol.receive_eof(link.id, self._loop.time())
-            else:
-                self.protocol.receive_data(link.id, data, self._loop.time())
-            self._flush()
+        self._guarded(link, self._feed, link, data)
 
-        self._guarded(link, feed)
+    def _feed(self, link: _Link, data: bytes | None) -> None:
+        if data is None:
+            self.protocol.receive_eof(link.id, self._loop.time())
+        else:
+            self.protocol.receive_data(link.id, data, self._loop.time())
+        self._flush()
 
     def _lost(self, link: _Link) -> None:
         link.lost = True
@@ -613,7 +664,7 @@ class AsyncioServerDriver:
         self._log.log(
             logging.INFO, ("write failed",), "connection %d: write timed out; aborting", link.id
         )
-        self._guarded(link, lambda: self._core_lost(link))
+        self._guarded(link, self._core_lost, link)
         link.abort()
 
     def _log_internal_error(self, msg: str, *args: object) -> None:
@@ -624,14 +675,30 @@ class AsyncioServerDriver:
         self.protocol.connection_lost(link.id, self._loop.time())
         self._flush()
 
-    def _guarded(self, link: _Link, step: Callable[[], None]) -> None:
-        """Run one core call and its flush: a bug (ours or a sink's) ends this connection,
-        never the server."""
+    def _guarded(self, link: _Link, step: Callable[..., None], *args: object) -> None:
+        """Run one core call and its flush, from one of asyncio's callbacks: a bug (ours or a
+        sink's) ends this connection, never the server. What it writes leaves at its end."""
+        outer, self._in_callback = self._in_callback, True
         try:
-            step()
+            step(*args)
         except Exception:
             self._log_internal_error("connection %d: internal error; connection dropped", link.id)
             link.abort()
+        finally:
+            self._in_callback = outer
+            if not outer:
+                self._callback_done()
+
+    def _callback_done(self) -> None:
+        """Write what one of asyncio's callbacks (input, a timer) made the core send, now.
+
+        Bytes the core makes from input or a timer are all made in that callback's one
+        flush: nothing later in the loop pass could join them (the tasks it wakes run after a
+        ``_write_batches`` it would schedule), so waiting for the pass's end would only cost a
+        callback and a loop pass (per handshake: the 101). Application sends, from tasks,
+        stay batched to the pass's end."""
+        if self._batched_links:
+            self._write_batches()
 
     # --- input backpressure ------------------------------------------------------------------
 

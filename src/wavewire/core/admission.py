@@ -28,7 +28,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
-from .headers import NO_BODY_STATUSES, check_headers, check_response_headers
+from .headers import NO_BODY_STATUSES, check_response_headers
 
 __all__ = [
     "MAX_ORIGIN_QUOTED",
@@ -80,13 +80,15 @@ class HandshakeRequest:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Accept:
-    """Accept the upgrade, optionally choosing one of the offered subprotocols."""
+    """Accept the upgrade, optionally choosing one of the offered subprotocols; ``headers``
+    are added to the 101 response (never ``Content-Length`` or ``Transfer-Encoding``: a 1xx
+    response has neither, RFC 9110 8.6 and RFC 9112 6.1)."""
 
     subprotocol: str | None = None
     headers: Sequence[tuple[str, str]] = ()
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "headers", check_headers(self.headers))
+        object.__setattr__(self, "headers", check_response_headers(self.headers))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -233,6 +235,9 @@ class AdmissionPolicy(Protocol):
     def session_key(self) -> SessionKey | None: ...
 
 
+#: The usual decision, made once (frozen): accept, no subprotocol, no headers.
+_ACCEPT = Accept()
+
 #: Characters of a refused Origin quoted in the 403 body and event: the peer chose its length.
 MAX_ORIGIN_QUOTED = 100
 
@@ -256,7 +261,7 @@ def admit(
     hook = policy.handshake_hook
     if hook is None:
         chosen = next((p for p in policy.subprotocols if p in request.subprotocols), None)
-        return Accept(subprotocol=chosen)
+        return _ACCEPT if chosen is None else Accept(subprotocol=chosen)
     try:
         decision: object = hook(request)  # the application's code: trust nothing
     except Exception as exc:

@@ -30,7 +30,7 @@ from wavewire.core.admission import (
     health_response,
     refusal,
 )
-from wavewire.core.config import ClientConfig, ServerConfig
+from wavewire.core.config import _HANDSHAKE_HEADERS, ClientConfig, ServerConfig
 from wavewire.core.errors import HandshakeError, HandshakeRejected, InvalidHandshake, InvalidURI
 from wavewire.core.headers import _TOKEN_CHARS, NO_BODY_STATUSES
 
@@ -51,19 +51,112 @@ __all__ = [
 Headers = tuple[tuple[str, str], ...]
 
 
+#: Header names and values most upgrade requests carry, decoded once: a server keeps each
+#: connection's request headers for as long as it is open (``ClientHandle.headers``), and these
+#: shared strings save about 500 bytes per connection. Fixed tables, never grown by a peer.
+_COMMON_NAMES = {
+    name.encode(): name
+    for name in (
+        *_HANDSHAKE_HEADERS,
+        "user-agent",
+        "accept",
+        "accept-encoding",
+        "accept-language",
+        "authorization",
+        "cache-control",
+        "cookie",
+        "pragma",
+        "referer",
+        "forwarded",
+        "x-forwarded-for",
+        "x-forwarded-host",
+        "x-forwarded-proto",
+        "x-real-ip",
+        "x-request-id",
+    )
+}
+_COMMON_VALUES = {
+    value.encode(): value
+    for value in (
+        "websocket",
+        "Websocket",
+        "WebSocket",
+        "Upgrade",
+        "upgrade",
+        "keep-alive, Upgrade",
+        "Keep-Alive, Upgrade",
+        "13",
+        "permessage-deflate; client_max_window_bits",
+        "permessage-deflate",
+        "no-cache",
+        "gzip, deflate",
+        "gzip, deflate, br",
+        "gzip, deflate, br, zstd",
+        "*/*",
+        "http",
+        "https",
+    )
+}
+
+
+#: Whole header pairs most upgrade requests carry, shared too (a pair is a 56-byte tuple).
+_COMMON_PAIRS = {
+    (name.encode(), value.encode()): (_COMMON_NAMES[name.encode()], _COMMON_VALUES[value.encode()])
+    for name, value in (
+        ("upgrade", "websocket"),
+        ("connection", "Upgrade"),
+        ("connection", "upgrade"),
+        ("connection", "keep-alive, Upgrade"),
+        ("sec-websocket-version", "13"),
+        ("sec-websocket-extensions", "permessage-deflate; client_max_window_bits"),
+        ("cache-control", "no-cache"),
+        ("pragma", "no-cache"),
+    )
+}
+
+
 def _decode_headers(raw: h11._headers.Headers) -> Headers:
-    # h11 has already rejected CR, LF and NUL; latin-1 maps every remaining byte.
-    return tuple((name.decode("ascii").lower(), value.decode("latin-1")) for name, value in raw)
+    """h11's headers as str pairs, names lower-cased. h11 has rejected CR, LF and NUL in
+    values; latin-1 maps every remaining byte. (``raw_items()``, one list, rather than
+    iterating ``raw``: a generator step and a ``__getitem__`` call per header.)"""
+    pairs, names, values = _COMMON_PAIRS, _COMMON_NAMES, _COMMON_VALUES
+    decoded = []
+    for raw_name, value in raw.raw_items():
+        name = raw_name.lower()
+        pair = pairs.get((name, value))
+        if pair is None:
+            pair = (
+                names.get(name) or name.decode("ascii"),
+                values.get(value) or value.decode("latin-1"),
+            )
+        decoded.append(pair)
+    return tuple(decoded)
+
+
+def _index(headers: Headers) -> dict[str, list[str]]:
+    """Each header name's values, in order: the request's headers read once."""
+    index: dict[str, list[str]] = {}
+    for name, value in headers:
+        values = index.get(name)
+        if values is None:
+            index[name] = [value]
+        else:
+            values.append(value)
+    return index
 
 
 def _values(headers: Headers, name: str) -> list[str]:
     return [value for key, value in headers if key == name]
 
 
-def _tokens(headers: Headers, name: str) -> list[str]:
+def _split_tokens(values: Sequence[str]) -> list[str]:
     # Comma-separated list headers may also be repeated (RFC 9110 5.3); a linear split, no regex
     # (ws CVE-2021-32640 was a ReDoS in exactly this parsing).
-    return [token.strip() for value in _values(headers, name) for token in value.split(",")]
+    return [token.strip() for value in values for token in value.split(",")]
+
+
+def _tokens(headers: Headers, name: str) -> list[str]:
+    return _split_tokens(_values(headers, name))
 
 
 # --- permessage-deflate negotiation (RFC 7692 section 7.1) ---------------------------------------
@@ -184,14 +277,15 @@ def _deflate_params(params: Params, *, response: bool) -> Deflate | None:
     )
 
 
-def accept_deflate(headers: Headers) -> Deflate | None:
-    """The server's choice among the client's offers: the first valid permessage-deflate offer,
-    agreed as offered (the server honours every request and caps nothing itself), or None.
+def accept_deflate(values: Sequence[str]) -> Deflate | None:
+    """The server's choice among the client's offers (the ``Sec-WebSocket-Extensions`` header
+    ``values``): the first valid permessage-deflate offer, agreed as offered (the server honours
+    every request and caps nothing itself), or None.
 
     An offer's ``client_max_window_bits`` is not echoed: without it the client may use any
     window, and we inflate with the largest (15 bits), which reads them all.
     """
-    offers = parse_extensions(_values(headers, "sec-websocket-extensions"))
+    offers = parse_extensions(values)
     for name, params in offers or ():
         if name == _DEFLATE:
             agreed = _deflate_params(params, response=False)
@@ -311,41 +405,31 @@ class ServerHandshake:
 
     def _handle_request(self, event: h11.Request) -> Upgraded | Refused:
         headers = _decode_headers(event.headers)
+        index = _index(headers)
         target = event.target.decode("ascii", "replace")
-        if not _values(headers, "upgrade"):
+        if "upgrade" not in index:
             return self._plain_http(event.method.decode("ascii", "replace"), target, headers)
-        problem = _upgrade_problem(event, headers)
+        problem = _upgrade_problem(event, index)
         if problem is not None:
             status, detail, extra = problem
             return self._refuse(status, detail, extra)
-        origins = _values(headers, "origin")
+        origins = index.get("origin")
+        offered = index.get("sec-websocket-protocol")
         request = HandshakeRequest(
             path=target,
             headers=headers,
-            subprotocols=tuple(t for t in _tokens(headers, "sec-websocket-protocol") if t),
+            subprotocols=tuple(t for t in _split_tokens(offered) if t) if offered else (),
             origin=origins[0] if origins else None,
             remote=self._remote,
         )
         decision = admit(request, self._config, self._load())
         if isinstance(decision, Denial):
             return self._deny(decision)
-        key = _values(headers, "sec-websocket-key")[0]
-        response_headers = [
-            ("Upgrade", "websocket"),
-            ("Connection", "Upgrade"),
-            ("Sec-WebSocket-Accept", generate_accept_token(key.encode("ascii")).decode("ascii")),
-        ]
-        if decision.subprotocol is not None:
-            response_headers.append(("Sec-WebSocket-Protocol", decision.subprotocol))
-        deflate = accept_deflate(headers) if self._config.compression else None
-        if deflate is not None:
-            response_headers.append(("Sec-WebSocket-Extensions", deflate.header_value()))
-        response_headers.extend(decision.headers)
-        response = self._h11.send(
-            h11.InformationalResponse(
-                status_code=101, headers=response_headers, reason=b"Switching Protocols"
-            )
-        )
+        deflate = None
+        if self._config.compression:
+            deflate = accept_deflate(index.get("sec-websocket-extensions", ()))
+        key = index["sec-websocket-key"][0]
+        response = _switching_protocols(key, decision, deflate)
         trailing, _closed = self._h11.trailing_data
         return Upgraded(request, decision.subprotocol, response, bytes(trailing), deflate)
 
@@ -392,8 +476,27 @@ class ServerHandshake:
         return Refused(denial.status_code, response, denial.detail)
 
 
+def _switching_protocols(key: str, decision: Accept, deflate: Deflate | None) -> bytes:
+    """The 101 response (RFC 6455 section 4.2.2), written here rather than through h11: every
+    value in it is printable ASCII already (a valid key's accept token; a subprotocol the
+    client offered as a token; the extension we render; the hook's headers, checked by
+    ``Accept``), and nothing follows it on this connection in HTTP."""
+    accept = generate_accept_token(key.encode("ascii")).decode("ascii")
+    lines = [
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        f"Sec-WebSocket-Accept: {accept}\r\n"
+    ]
+    if decision.subprotocol is not None:
+        lines.append(f"Sec-WebSocket-Protocol: {decision.subprotocol}\r\n")
+    if deflate is not None:
+        lines.append(f"Sec-WebSocket-Extensions: {deflate.header_value()}\r\n")
+    lines.extend(f"{name}: {value}\r\n" for name, value in decision.headers)
+    lines.append("\r\n")
+    return "".join(lines).encode("ascii")
+
+
 def _upgrade_problem(
-    event: h11.Request, headers: Headers
+    event: h11.Request, index: dict[str, list[str]]
 ) -> tuple[int, str, tuple[tuple[str, str], ...]] | None:
     """Why an upgrade request is invalid (status, detail, extra headers), or None if valid."""
     if event.method != b"GET":
@@ -401,21 +504,21 @@ def _upgrade_problem(
     if event.http_version != b"1.1":
         return 400, "the upgrade request must use HTTP/1.1", ()
     # A body on an upgrade request is a smuggling vector (h11 CVE-2025-43859 class).
-    if _values(headers, "transfer-encoding") or any(
-        v.strip() != "0" for v in _values(headers, "content-length")
+    if "transfer-encoding" in index or any(
+        v.strip() != "0" for v in index.get("content-length", ())
     ):
         return 400, "the upgrade request must not have a body", ()
-    upgrade = _values(headers, "upgrade")
-    if len(upgrade) != 1 or [t.lower() for t in _tokens(headers, "upgrade")] != ["websocket"]:
+    upgrade = index["upgrade"]
+    if len(upgrade) != 1 or [t.lower() for t in _split_tokens(upgrade)] != ["websocket"]:
         return 400, "invalid Upgrade header", ()
-    if "upgrade" not in (t.lower() for t in _tokens(headers, "connection")):
+    if "upgrade" not in (t.lower() for t in _split_tokens(index.get("connection", ()))):
         return 400, "the Connection header must include 'upgrade'", ()
-    version = _values(headers, "sec-websocket-version")
+    version = index.get("sec-websocket-version", ())
     if len(version) != 1:
         return 400, "exactly one Sec-WebSocket-Version header is required", ()
     if version[0].strip() != "13":
         return 426, "unsupported WebSocket version", (("Sec-WebSocket-Version", "13"),)
-    key = _values(headers, "sec-websocket-key")
+    key = index.get("sec-websocket-key", ())
     if len(key) != 1:
         return 400, "exactly one Sec-WebSocket-Key header is required", ()
     try:
@@ -424,8 +527,13 @@ def _upgrade_problem(
         raw_key = b""
     if len(raw_key) != 16:
         return 400, "Sec-WebSocket-Key must be 16 bytes, base64-encoded", ()
-    if len(_values(headers, "origin")) > 1:
+    if len(index.get("origin", ())) > 1:
         return 400, "more than one Origin header", ()
+    # RFC 6455 4.1: each offered subprotocol is a token. One that is not could not be chosen
+    # and sent back (it may hold bytes that are not ASCII).
+    offered = _split_tokens(index.get("sec-websocket-protocol", ()))
+    if not all(_is_token(t) for t in offered if t):
+        return 400, "invalid Sec-WebSocket-Protocol header", ()
     return None
 
 
