@@ -52,11 +52,11 @@ class Frame:
 
     def __post_init__(self) -> None:
         if not self.name:
-            _set_name(self, f"{type(self).__name__}#{self.id}")
-
-
-# The name slot's own setter: a frozen class's __setattr__ raises (see _fastinit.py).
-_set_name = vars(Frame)["name"].__set__
+            # A frozen class's __setattr__ raises. object.__setattr__ finds the most derived
+            # class's slot: on Python 3.10, dataclass(slots=True) gives each subclass its own
+            # slot for every inherited field, so the base class's descriptor would set a
+            # slot that the subclass's attribute never reads.
+            object.__setattr__(self, "name", f"{type(self).__name__}#{self.id}")
 
 
 @fast_init
