@@ -14,6 +14,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from wavewire.core.config import ServerConfig
+from wavewire.core.events import ClientConnected
 from wavewire.core.protocol import handshake
 from wavewire.core.protocol.handshake import (
     Refused,
@@ -21,6 +22,7 @@ from wavewire.core.protocol.handshake import (
     Upgraded,
     _read_plain_request,
 )
+from wavewire.core.server import ServerProtocol
 
 KEY = b"dGhlIHNhbXBsZSBub25jZQ=="
 UPGRADE = [
@@ -167,3 +169,15 @@ def test_the_outcome_is_the_same_through_h11_alone(data: bytes, config: ServerCo
     finally:
         handshake._read_plain_request = original
     assert fast == through_h11
+
+
+def test_an_open_connection_keeps_no_upgrade_outcome() -> None:
+    server = ServerProtocol(ServerConfig(client_policy="multi"))
+    connection_id = server.connection_made(0.0, ("127.0.0.1", 1))
+    server.receive_data(connection_id, BROWSER, 0.0)
+    assert server.data_to_send()[0].data.startswith(b"HTTP/1.1 101 ")
+    (connected,) = server.events_received()
+    assert isinstance(connected, ClientConnected)
+    assert connected.connection.path == "/ws?room=1"
+    assert ("user-agent", "Mozilla/5.0 (X11; Linux)") in connected.connection.headers
+    assert server._connections[connection_id].upgrade is None
