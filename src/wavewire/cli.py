@@ -434,21 +434,24 @@ async def serve(args: argparse.Namespace) -> None:
 
     @transport.event_handler("on_client_connected")
     def on_connected(transport: WebsocketServerTransport, client: ClientHandle) -> None:
-        logger.info("%s connected", _describe(client))
+        if logger.isEnabledFor(logging.INFO):  # no description built for a silent logger
+            logger.info("%s connected", _describe(client))
         if echoes is not None and per_client:
             echoes.start_soon(_echo_client, client, echo_raw if args.echo_raw else echo)
 
     @transport.event_handler("on_client_disconnected")
     def on_disconnected(transport: WebsocketServerTransport, client: ClientHandle) -> None:
-        end = client.disconnect
-        detail = "" if end is None else f": {end.code} {end.reason!r} ({end.cause.value})"
-        logger.info("%s disconnected%s", _describe(client), detail)
+        if logger.isEnabledFor(logging.INFO):
+            end = client.disconnect
+            detail = "" if end is None else f": {end.code} {end.reason!r} ({end.cause.value})"
+            logger.info("%s disconnected%s", _describe(client), detail)
         who = f"client {client.id}"
         _echo_log.forget(("not echoed", who), logging.WARNING, who)
 
     @transport.event_handler("on_session_timeout")
     def on_timeout(transport: WebsocketServerTransport, client: ClientHandle) -> None:
-        logger.info("%s session timeout", _describe(client))
+        if logger.isEnabledFor(logging.INFO):
+            logger.info("%s session timeout", _describe(client))
 
     if args.asgi:
         from wavewire.asgi import AsgiServerTransport, serve_with_uvicorn

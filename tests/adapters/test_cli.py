@@ -77,6 +77,9 @@ async def test_serve_echoes_then_exits_0_on_sigint(backend: str, policy: str) ->
             log = await read_until(process.stderr, b"stopped")
             assert b"SIGINT: shutting down" in log
             assert b"Traceback" not in log
+            # Logged at INFO (the CLI's level); built only when the logger is enabled.
+            assert b"client 1 (127.0.0.1:" in log and b" /ws) connected" in log
+            assert b" /ws) disconnected: 1001 " in log
 
 
 def test_port_in_use_is_one_line_and_exit_1() -> None:

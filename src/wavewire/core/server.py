@@ -325,6 +325,9 @@ class ServerProtocol:
             assert now is not None, "a connection opens on input, which comes with the time"
             upgrade = connection.upgrade
             assert isinstance(upgrade, Upgraded)
+            # Taken: the 101's bytes and the request object are not kept for the connection's
+            # life (about 350 B per idle connection); the session keeps what it needs in info.
+            connection.upgrade = None
             request = upgrade.request
             key = self.config.session_key
             info = ConnectionInfo(

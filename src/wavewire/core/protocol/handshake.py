@@ -4,6 +4,13 @@ h11 parses and serializes HTTP/1.1 and enforces the head-size cap; this module a
 WebSocket rules on top: which requests are upgrades, what makes one invalid (and with which
 status), the application's accept/reject decision, and the client's checks of the 101 response.
 Both handshakes are incremental: feed bytes, get ``None`` until an outcome is known.
+
+The server reads the common case without h11: a ``GET ... HTTP/1.1`` request whose whole head
+comes in the first read, in a strict subset of what h11 accepts (``_read_plain_request``:
+printable ASCII, CRLF line ends, no folding, one Host, no body headers). Anything else, even a
+request h11 would accept, goes to h11 as before, so the subset only has to be inside h11's
+rules (``tests/core/test_handshake_fastpath.py`` checks both read every generated request
+alike). h11 is made only when needed: for a request outside the subset, or to write a refusal.
 """
 
 from __future__ import annotations
@@ -11,6 +18,7 @@ from __future__ import annotations
 import base64
 import binascii
 import http
+import re
 import urllib.parse
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -115,13 +123,15 @@ _COMMON_PAIRS = {
 }
 
 
-def _decode_headers(raw: h11._headers.Headers) -> Headers:
-    """h11's headers as str pairs, names lower-cased. h11 has rejected CR, LF and NUL in
-    values; latin-1 maps every remaining byte. (``raw_items()``, one list, rather than
-    iterating ``raw``: a generator step and a ``__getitem__`` call per header.)"""
+RawHeaders = list[tuple[bytes, bytes]]
+
+
+def _decode_headers(raw: RawHeaders) -> Headers:
+    """Parsed headers (h11's ``raw_items()``, or the fast path's) as str pairs, names
+    lower-cased. CR, LF and NUL were rejected in values; latin-1 maps every remaining byte."""
     pairs, names, values = _COMMON_PAIRS, _COMMON_NAMES, _COMMON_VALUES
     decoded = []
-    for raw_name, value in raw.raw_items():
+    for raw_name, value in raw:
         name = raw_name.lower()
         pair = pairs.get((name, value))
         if pair is None:
@@ -333,6 +343,41 @@ def _status_line_response(
 _KNOWN = frozenset(status.value for status in http.HTTPStatus)
 
 
+#: A ``GET`` request head in a strict subset of h11's grammar (h11/_abnf.py): the request
+#: line's target is visible ASCII (h11: the same), each header line is a token, a colon and
+#: printable ASCII, spaces and tabs (h11 also takes other bytes but NUL and whitespace, and
+#: folded lines), CRLF after every line (h11 also takes a bare LF). No group can match what the
+#: next one starts with, so matching is linear; ``endpos`` bounds it by ``max_head_size``.
+_PLAIN_REQUEST = re.compile(
+    rb"GET ([\x21-\x7e]+) HTTP/1\.1\r\n"
+    rb"((?:[-!#$%&'*+.^_`|~0-9A-Za-z]+:[\x20-\x7e\t]*\r\n)*)\r\n"
+)
+
+
+def _read_plain_request(data: bytes, max_head_size: int) -> tuple[bytes, RawHeaders, int] | None:
+    """``(target, headers, head length)`` of a request head that ``data`` starts with, if it is
+    in the fast path's subset and no larger than ``max_head_size``; else None (h11 reads it).
+
+    Besides the grammar, h11 refuses a request without exactly one Host header (RFC 9112
+    3.2) and checks Content-Length and Transfer-Encoding: such requests are left to it."""
+    match = _PLAIN_REQUEST.match(data, 0, max_head_size)
+    if match is None:
+        return None
+    headers: RawHeaders = []
+    hosts = 0
+    for line in match[2].split(b"\r\n")[:-1]:
+        name, _, value = line.partition(b":")
+        lower = name.lower()
+        if lower == b"host":
+            hosts += 1
+        elif lower == b"content-length" or lower == b"transfer-encoding":
+            return None
+        headers.append((name, value.strip(b" \t")))
+    if hosts != 1:
+        return None
+    return match[1], headers, match.end()
+
+
 def _consumed(connection: h11.Connection, received: int) -> int:
     """How many of the ``received`` bytes fed to ``connection`` h11 has parsed."""
     return received - len(connection.trailing_data[0])
@@ -373,16 +418,27 @@ class ServerHandshake:
         self._config = config
         self._remote = remote
         self._load = load
-        self._h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=config.max_head_size)
+        # Made when first needed (``_http``): the fast path reads most upgrades without it.
+        self._h11: h11.Connection | None = None
+        #: The first read, while only the fast path has read it (h11 is fed it to refuse).
+        self._fast_read = b""
         self._received = 0
         #: The request is a HEAD: responses to it carry no body.
         self._head = False
 
     def receive_data(self, data: bytes) -> Upgraded | Refused | None:
+        if not self._received:
+            plain = _read_plain_request(data, self._config.max_head_size)
+            if plain is not None:
+                self._received = len(data)
+                self._fast_read = data
+                target, raw_headers, head_size = plain
+                return self._handle_request(b"GET", target, b"1.1", raw_headers, data[head_size:])
         self._received += len(data)
-        self._h11.receive_data(data)
+        connection = self._http()
+        connection.receive_data(data)
         try:
-            event = self._h11.next_event()
+            event = connection.next_event()
         except h11.RemoteProtocolError as exc:
             status = exc.error_status_hint
             # h11's message quotes the offending bytes: keep a bounded copy for the event, and
@@ -399,17 +455,44 @@ class ServerHandshake:
         self._head = event.method == b"HEAD"
         # h11 caps only a head still incomplete (by more than the cap): one that arrives whole
         # in a chunk is checked here, so that the cap holds however the bytes were split.
-        if _consumed(self._h11, self._received) > self._config.max_head_size:
+        if _consumed(connection, self._received) > self._config.max_head_size:
             return self._refuse(431, "the request head is larger than max_head_size")
-        return self._handle_request(event)
+        trailing, _closed = connection.trailing_data
+        return self._handle_request(
+            event.method, event.target, event.http_version, event.headers.raw_items(), trailing
+        )
 
-    def _handle_request(self, event: h11.Request) -> Upgraded | Refused:
-        headers = _decode_headers(event.headers)
+    def _http(self) -> h11.Connection:
+        """h11's connection, made on first use; a request the fast path read is fed to it
+        first, so that it can write the refusal (it reads that request alike: see the module
+        docstring)."""
+        connection = self._h11
+        if connection is None:
+            connection = h11.Connection(
+                h11.SERVER, max_incomplete_event_size=self._config.max_head_size
+            )
+            self._h11 = connection
+            if self._fast_read:
+                connection.receive_data(self._fast_read)
+                self._fast_read = b""
+                request = connection.next_event()
+                assert isinstance(request, h11.Request)
+        return connection
+
+    def _handle_request(
+        self,
+        method: bytes,
+        raw_target: bytes,
+        http_version: bytes,
+        raw_headers: RawHeaders,
+        trailing: bytes | bytearray,
+    ) -> Upgraded | Refused:
+        headers = _decode_headers(raw_headers)
         index = _index(headers)
-        target = event.target.decode("ascii", "replace")
+        target = raw_target.decode("ascii", "replace")
         if "upgrade" not in index:
-            return self._plain_http(event.method.decode("ascii", "replace"), target, headers)
-        problem = _upgrade_problem(event, index)
+            return self._plain_http(method.decode("ascii", "replace"), target, headers)
+        problem = _upgrade_problem(method, http_version, index)
         if problem is not None:
             status, detail, extra = problem
             return self._refuse(status, detail, extra)
@@ -430,7 +513,6 @@ class ServerHandshake:
             deflate = accept_deflate(index.get("sec-websocket-extensions", ()))
         key = index["sec-websocket-key"][0]
         response = _switching_protocols(key, decision, deflate)
-        trailing, _closed = self._h11.trailing_data
         return Upgraded(request, decision.subprotocol, response, bytes(trailing), deflate)
 
     def _plain_http(self, method: str, target: str, headers: Headers) -> Refused:
@@ -456,7 +538,7 @@ class ServerHandshake:
 
     def _answer(self, answer: HttpResponse) -> Refused:
         response = _status_line_response(
-            answer.status_code, answer.headers, answer.body, self._h11, head=self._head
+            answer.status_code, answer.headers, answer.body, self._http(), head=self._head
         )
         return Refused(answer.status_code, response, "plain HTTP request", failed=False)
 
@@ -471,7 +553,7 @@ class ServerHandshake:
 
     def _deny(self, denial: Denial) -> Refused:
         response = _status_line_response(
-            denial.status_code, denial.headers, denial.body, self._h11, head=self._head
+            denial.status_code, denial.headers, denial.body, self._http(), head=self._head
         )
         return Refused(denial.status_code, response, denial.detail)
 
@@ -496,12 +578,12 @@ def _switching_protocols(key: str, decision: Accept, deflate: Deflate | None) ->
 
 
 def _upgrade_problem(
-    event: h11.Request, index: dict[str, list[str]]
+    method: bytes, http_version: bytes, index: dict[str, list[str]]
 ) -> tuple[int, str, tuple[tuple[str, str], ...]] | None:
     """Why an upgrade request is invalid (status, detail, extra headers), or None if valid."""
-    if event.method != b"GET":
+    if method != b"GET":
         return 400, "the upgrade request's method must be GET", ()
-    if event.http_version != b"1.1":
+    if http_version != b"1.1":
         return 400, "the upgrade request must use HTTP/1.1", ()
     # A body on an upgrade request is a smuggling vector (h11 CVE-2025-43859 class).
     if "transfer-encoding" in index or any(
@@ -679,14 +761,16 @@ class ClientHandshake:
         assert response is not None
         return HandshakeFailure(
             HandshakeRejected(
-                response.status_code, _decode_headers(response.headers), bytes(self._body)
+                response.status_code,
+                _decode_headers(response.headers.raw_items()),
+                bytes(self._body),
             )
         )
 
     def _check_switch(
         self, event: h11.InformationalResponse
     ) -> HandshakeAccepted | HandshakeFailure:
-        headers = _decode_headers(event.headers)
+        headers = _decode_headers(event.headers.raw_items())
         # RFC 6455 section 4.1, the client's checks of the server's handshake, in order.
         if [t.lower() for t in _tokens(headers, "upgrade")] != ["websocket"]:
             return HandshakeFailure(
