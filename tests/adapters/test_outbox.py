@@ -8,6 +8,8 @@ from collections.abc import AsyncIterator
 
 import anyio
 import anyio.abc
+import anyio.lowlevel
+import anyio.streams.stapled
 import pytest
 
 from wavewire.adapters.outbox import DRAIN_YIELD_EVERY, Outbox, WriteWatch
@@ -164,3 +166,85 @@ async def test_bound_clock_is_the_clock_anyio_reads() -> None:
 
 def test_bound_clock_outside_an_event_loop_is_anyio_current_time() -> None:
     assert bound_clock() is anyio.current_time
+
+
+async def _idle(outbox: Outbox) -> None:
+    """Let the writer task reach its wait for work (bounded)."""
+    with anyio.fail_after(5):
+        while outbox._wake is None:
+            await anyio.lowlevel.checkpoint()
+
+
+async def test_direct_writes_only_on_asyncio_plain_sockets(
+    pair: Pair, anyio_backend_name: str
+) -> None:
+    outbox = make_outbox(pair.ours, None)
+    assert (outbox._direct is not None) == (anyio_backend_name == "asyncio")
+    # Anything but anyio's own asyncio socket stream goes through send().
+    staple = anyio.streams.stapled.StapledByteStream(pair.ours, pair.ours)
+    assert make_outbox(staple, None)._direct is None
+
+
+async def test_batches_queued_while_the_writer_idles_leave_in_order_then_the_close(
+    pair: Pair,
+) -> None:
+    outbox = make_outbox(pair.ours, None)
+    received = bytearray()
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(outbox.run, lambda: None)
+            for batch in range(20):
+                await _idle(outbox)
+                for part in range(3):  # one loop pass: one write of the three
+                    outbox.put(bytes([batch]) * 100 + bytes([part]))
+                    if batch == 0 and part == 0:
+                        assert outbox._soon == (outbox._direct is not None)
+                await anyio.lowlevel.checkpoint()
+            outbox.request_close()
+            with contextlib.suppress(anyio.EndOfStream):
+                while True:
+                    received += await pair.peer.receive()
+    assert outbox.closed and not outbox.failed
+    expected = b"".join(bytes([b]) * 100 + bytes([p]) for b in range(20) for p in range(3))
+    assert bytes(received) == expected
+
+
+async def test_a_write_that_blocks_while_the_writer_idles_is_bounded_by_write_timeout(
+    pair: Pair,
+) -> None:
+    shrink_receive_buffer(pair.peer)  # the peer reads nothing
+    watch = WriteWatch(0.5)
+    outbox = make_outbox(pair.ours, watch)
+    failures = []
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(watch.run)
+            tg.start_soon(outbox.run, lambda: failures.append(anyio.current_time()))
+            await _idle(outbox)
+            start = anyio.current_time()
+            outbox.put(FLOOD)  # asyncio: written from the loop pass's end, then it blocks
+            await outbox.wait_closed()
+            tg.cancel_scope.cancel()
+    assert len(failures) == 1
+    assert outbox.failed and outbox.closed
+    assert failures[0] - start >= watch.timeout
+    if synthetic_clock():
+        assert failures[0] - start == pytest.approx(watch.timeout, abs=0.01)
+
+
+async def test_a_direct_write_to_a_socket_closed_under_it_fails_the_connection(
+    pair: Pair,
+) -> None:
+    shrink_receive_buffer(pair.peer)
+    outbox = make_outbox(pair.ours, None)
+    failures = []
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(outbox.run, lambda: failures.append(1))
+            await _idle(outbox)
+            outbox.put(FLOOD)
+            await anyio.sleep(0.2)  # blocked on the full socket buffer
+            await anyio.aclose_forcefully(pair.ours)  # the socket goes under the write
+            await outbox.wait_closed()
+    assert failures == [1]
+    assert outbox.failed and outbox.closed

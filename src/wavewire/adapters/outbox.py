@@ -8,12 +8,21 @@ next one (one ``send`` per batch). ``drop_pending`` discards what is queued and 
 one ``WriteWatch`` task checks the writes in progress, so a write that does not block costs no
 timer or cancel scope of its own. An abort from the core (drop and close, nothing to write: a
 keepalive or close timeout) also cancels a write in progress.
+
+On asyncio, over anyio's plain ``SocketStream`` (``_AsyncioDirect``), a batch that fits in the
+socket is written to asyncio's transport from a ``call_soon`` at the end of the loop pass that
+queued it, not by waking the writer task, and with no shielded checkpoint after it (anyio's
+``send`` ends with one): the writer task then only waits for a write that blocked (under the
+same ``WriteWatch``) and closes the socket. Trio and TLS streams go through ``send``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import sys
 from collections.abc import Callable
+from typing import Any
 
 import anyio
 import anyio.abc
@@ -28,6 +37,63 @@ WRITE_ERRORS = (TimeoutError, anyio.BrokenResourceError, anyio.ClosedResourceErr
 
 #: ``wait_writable`` calls that find the connection writable between two checkpoints.
 DRAIN_YIELD_EVERY = 64
+
+
+class _AsyncioDirect:
+    """The asyncio transport under anyio's plain asyncio ``SocketStream``, written the way its
+    ``send`` does (same errors), without the checkpoint or the task: anyio's private state, so
+    looked up by exact type and attribute names, and None (``send`` is used) if they differ."""
+
+    __slots__ = ("loop", "protocol", "stream", "transport")
+
+    def __init__(self, stream: Any, loop: asyncio.AbstractEventLoop) -> None:
+        self.stream = stream
+        self.transport: asyncio.Transport = stream._transport
+        self.protocol: Any = stream._protocol
+        self.loop = loop
+
+    @classmethod
+    def of(cls, stream: anyio.abc.ByteStream) -> _AsyncioDirect | None:
+        backend = sys.modules.get("anyio._backends._asyncio")
+        socket_stream = getattr(backend, "SocketStream", None)
+        if socket_stream is None or type(stream) is not socket_stream:
+            return None
+        protocol = getattr(stream, "_protocol", None)
+        if not (
+            hasattr(stream, "_transport")
+            and hasattr(stream, "_closed")
+            and hasattr(protocol, "write_event")
+            and hasattr(protocol, "exception")
+        ):
+            return None
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return None
+        return cls(stream, loop)
+
+    def ready(self) -> bool:
+        """A write now would neither fail nor wait behind an earlier one."""
+        return (
+            not self.stream._closed
+            and self.protocol.exception is None
+            and not self.transport.is_closing()
+            and self.protocol.write_event.is_set()
+        )
+
+    def write(self, data: bytes) -> bool:
+        """Write (after ``ready()``); True if it all left, False if the rest is buffered."""
+        self.transport.write(data)
+        # With anyio's buffer limits of 0, anything left buffered paused the protocol.
+        return bool(self.protocol.write_event.is_set())
+
+    async def wait_written(self) -> None:
+        """Wait until the buffered rest has left; anyio's errors if the socket went first."""
+        await self.protocol.write_event.wait()
+        if self.stream._closed:
+            raise anyio.ClosedResourceError
+        if self.protocol.exception is not None:
+            raise anyio.BrokenResourceError from self.protocol.exception
 
 
 class WriteWatch:
@@ -114,6 +180,9 @@ class Outbox:
         #: (the core then holds back pongs owed to a ping flood).
         self.on_writable: Callable[[bool], None] | None = None
         self._over = False
+        self._direct = _AsyncioDirect.of(stream)
+        # A call_soon of _write_soon is pending (asyncio, direct writes only).
+        self._soon = False
 
     @property
     def ending(self) -> bool:
@@ -164,7 +233,14 @@ class Outbox:
         if self._puts == 0:
             self._protected = 1
         self._puts += 1
-        self._wake_writer()
+        direct = self._direct
+        if direct is not None and self._wake is not None:
+            # The writer is idle: written at the end of this loop pass, without waking it.
+            if not self._soon:
+                self._soon = True
+                direct.loop.call_soon(self._write_soon)
+        else:
+            self._wake_writer()
         self._check_level()
 
     def drop_pending(self) -> None:
@@ -178,6 +254,29 @@ class Outbox:
     def request_close(self) -> None:
         self.close_requested = True
         self._wake_writer()
+
+    def _write_soon(self) -> None:
+        self._soon = False
+        direct = self._direct
+        assert direct is not None, "scheduled for direct writes only"
+        if self._wake is None or not self._chunks or self.closed:
+            return  # the writer is at work (a close, a failure): it takes the chunks
+        if direct.ready():
+            self._write_direct(direct)
+        if self._chunks or self._in_flight:
+            self._wake_writer()  # a write blocked (or could not be made): the writer takes over
+
+    def _write_direct(self, direct: _AsyncioDirect) -> None:
+        chunks = self._chunks
+        data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        chunks.clear()
+        self._protected = 0
+        self._queued = 0
+        if not direct.write(data):
+            self._in_flight = len(data)  # until the writer sees it written
+            return
+        self._signal_progress()
+        self._check_level()
 
     def _wake_writer(self) -> None:
         if self._wake is not None:
@@ -217,8 +316,28 @@ class Outbox:
         watch = self._watch
         try:
             with anyio.CancelScope() as self._run_scope:
+                direct = self._direct
                 while not self.closed:
-                    if self._chunks:
+                    if self._in_flight:  # a direct write left bytes in the transport
+                        assert direct is not None, "only direct writes return unfinished"
+                        if watch is not None:
+                            watch.started(self)
+                        try:
+                            await direct.wait_written()
+                        except WRITE_ERRORS:
+                            if not self.closed:
+                                self.failed = self.closed = True
+                                on_failure()
+                            return
+                        finally:
+                            self._in_flight = 0
+                            if watch is not None:
+                                watch.ended(self)
+                        self._signal_progress()
+                        self._check_level()
+                    elif self._chunks and direct is not None and direct.ready():
+                        self._write_direct(direct)
+                    elif self._chunks:
                         chunks = self._chunks
                         data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
                         chunks.clear()
