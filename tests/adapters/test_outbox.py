@@ -248,3 +248,39 @@ async def test_a_direct_write_to_a_socket_closed_under_it_fails_the_connection(
             await outbox.wait_closed()
     assert failures == [1]
     assert outbox.failed and outbox.closed
+
+
+async def test_direct_receive_ends_as_anyio_receive_does(
+    pair: Pair, anyio_backend_name: str
+) -> None:
+    if anyio_backend_name != "asyncio":
+        pytest.skip("direct reads are asyncio's")
+    direct = make_outbox(pair.ours, None).direct
+    assert direct is not None
+    with anyio.fail_after(10):
+        await pair.peer.send(b"hello")
+        received = b""
+        while received != b"hello":
+            received += await direct.receive()
+        direct.pause_reading()  # held back: what the peer sends waits in the socket
+        await pair.peer.send(b"later")
+        await anyio.sleep(0.05)
+        assert not direct.protocol.read_queue
+        assert await direct.receive() == b"later"  # reading again on the next receive
+        await pair.peer.aclose()
+        with pytest.raises(anyio.EndOfStream):
+            await direct.receive()
+
+
+async def test_direct_receive_of_a_socket_closed_meanwhile_is_closed_resource(
+    pair: Pair, anyio_backend_name: str
+) -> None:
+    if anyio_backend_name != "asyncio":
+        pytest.skip("direct reads are asyncio's")
+    direct = make_outbox(pair.ours, None).direct
+    assert direct is not None
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(pair.ours.aclose)  # the outbox closes the socket under the reader
+            with pytest.raises(anyio.ClosedResourceError):
+                await direct.receive()

@@ -391,11 +391,15 @@ class AnyioServerDriver:
 
     async def _read(self, connection: _Connection, stream: anyio.abc.ByteStream) -> None:
         outbox = connection.outbox
+        direct = outbox.direct  # asyncio, a plain socket: read the transport directly
         while not outbox.ending:
             data = b""
             eof = lost = False
             try:
-                data = await stream.receive(READ_SIZE)
+                if direct is not None:
+                    data = await direct.receive()
+                else:
+                    data = await stream.receive(READ_SIZE)
             except anyio.EndOfStream:
                 eof = True
             except READ_ERRORS:
@@ -411,7 +415,10 @@ class AnyioServerDriver:
             else:
                 self.protocol.receive_data(connection.id, data, now)
             self._flush()
-            await self._deliver_frames(connection)
+            if connection.frames:
+                if direct is not None:
+                    direct.pause_reading()  # the sink is full: read nothing meanwhile
+                await self._deliver_frames(connection)
             if eof or lost:
                 break
 

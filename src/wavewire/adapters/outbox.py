@@ -9,7 +9,7 @@ one ``WriteWatch`` task checks the writes in progress, so a write that does not 
 timer or cancel scope of its own. An abort from the core (drop and close, nothing to write: a
 keepalive or close timeout) also cancels a write in progress.
 
-On asyncio, over anyio's plain ``SocketStream`` (``_AsyncioDirect``), a batch that fits in the
+On asyncio, over anyio's plain ``SocketStream`` (``AsyncioDirect``), a batch that fits in the
 socket is written to asyncio's transport from a ``call_soon`` at the end of the loop pass that
 queued it, not by waking the writer task, and with no shielded checkpoint after it (anyio's
 ``send`` ends with one): the writer task then only waits for a write that blocked (under the
@@ -30,7 +30,7 @@ import anyio.lowlevel
 
 from wavewire.core.protocol.connection import Transmit
 
-__all__ = ["Outbox", "WriteWatch"]
+__all__ = ["AsyncioDirect", "Outbox", "WriteWatch"]
 
 #: Exceptions that mean the socket is unusable, mapped here at the backend boundary.
 WRITE_ERRORS = (TimeoutError, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError)
@@ -39,21 +39,26 @@ WRITE_ERRORS = (TimeoutError, anyio.BrokenResourceError, anyio.ClosedResourceErr
 DRAIN_YIELD_EVERY = 64
 
 
-class _AsyncioDirect:
-    """The asyncio transport under anyio's plain asyncio ``SocketStream``, written the way its
-    ``send`` does (same errors), without the checkpoint or the task: anyio's private state, so
-    looked up by exact type and attribute names, and None (``send`` is used) if they differ."""
+class AsyncioDirect:
+    """The asyncio transport under anyio's plain asyncio ``SocketStream``, written and read the
+    way its ``send`` and ``receive`` do (same errors), without their checkpoints, and without
+    pausing and resuming the transport's reading around every receive (an epoll
+    unregister/register each): reading stays on except while the reader holds back
+    (``pause_reading``). anyio's private state, so looked up by exact type and attribute names,
+    and None (``send``/``receive`` are used) if they differ."""
 
-    __slots__ = ("loop", "protocol", "stream", "transport")
+    __slots__ = ("loop", "protocol", "reading", "stream", "transport")
 
     def __init__(self, stream: Any, loop: asyncio.AbstractEventLoop) -> None:
         self.stream = stream
         self.transport: asyncio.Transport = stream._transport
         self.protocol: Any = stream._protocol
         self.loop = loop
+        #: The transport's reading is on (anyio keeps it off outside ``receive``).
+        self.reading = False
 
     @classmethod
-    def of(cls, stream: anyio.abc.ByteStream) -> _AsyncioDirect | None:
+    def of(cls, stream: anyio.abc.ByteStream) -> AsyncioDirect | None:
         backend = sys.modules.get("anyio._backends._asyncio")
         socket_stream = getattr(backend, "SocketStream", None)
         if socket_stream is None or type(stream) is not socket_stream:
@@ -64,6 +69,9 @@ class _AsyncioDirect:
             and hasattr(stream, "_closed")
             and hasattr(protocol, "write_event")
             and hasattr(protocol, "exception")
+            and hasattr(protocol, "read_event")
+            and hasattr(protocol, "read_queue")
+            and hasattr(protocol, "is_at_eof")
         ):
             return None
         try:
@@ -86,6 +94,36 @@ class _AsyncioDirect:
         self.transport.write(data)
         # With anyio's buffer limits of 0, anything left buffered paused the protocol.
         return bool(self.protocol.write_event.is_set())
+
+    async def receive(self) -> bytes:
+        """What the socket brought, one read at a time, as anyio's ``receive`` returns it
+        (``EndOfStream``, ``ClosedResourceError``, ``BrokenResourceError`` when it ends)."""
+        protocol = self.protocol
+        if not protocol.read_event.is_set():
+            if not self.reading:
+                self.reading = True
+                self.transport.resume_reading()
+            if not self.transport.is_closing() and not protocol.is_at_eof:
+                await protocol.read_event.wait()
+        # No checkpoint when data was already there: it came in an earlier loop pass, and the
+        # queue is emptied here one read at a time, so the next receive waits (and yields).
+        queue = protocol.read_queue
+        if not queue:
+            if self.stream._closed:
+                raise anyio.ClosedResourceError
+            if protocol.exception is not None:
+                raise anyio.BrokenResourceError from protocol.exception
+            raise anyio.EndOfStream
+        data: bytes = queue.popleft()
+        if not queue:
+            protocol.read_event.clear()
+        return data
+
+    def pause_reading(self) -> None:
+        """Stop reading the socket while the reader holds back (backpressure)."""
+        if self.reading:
+            self.reading = False
+            self.transport.pause_reading()
 
     async def wait_written(self) -> None:
         """Wait until the buffered rest has left; anyio's errors if the socket went first."""
@@ -180,7 +218,7 @@ class Outbox:
         #: (the core then holds back pongs owed to a ping flood).
         self.on_writable: Callable[[bool], None] | None = None
         self._over = False
-        self._direct = _AsyncioDirect.of(stream)
+        self._direct = AsyncioDirect.of(stream)
         # A call_soon of _write_soon is pending (asyncio, direct writes only).
         self._soon = False
 
@@ -188,6 +226,11 @@ class Outbox:
     def ending(self) -> bool:
         """The close is requested or the socket closed: the connection's reader stops."""
         return self.close_requested or self.closed
+
+    @property
+    def direct(self) -> AsyncioDirect | None:
+        """The asyncio transport this outbox writes directly (None: through ``send``)."""
+        return self._direct
 
     @property
     def pending(self) -> int:
@@ -266,7 +309,7 @@ class Outbox:
         if self._chunks or self._in_flight:
             self._wake_writer()  # a write blocked (or could not be made): the writer takes over
 
-    def _write_direct(self, direct: _AsyncioDirect) -> None:
+    def _write_direct(self, direct: AsyncioDirect) -> None:
         chunks = self._chunks
         data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         chunks.clear()
