@@ -339,22 +339,26 @@ class AnyioServerDriver:
             return None
 
     async def _handle(self, socket_stream: anyio.abc.SocketStream, tg: anyio.abc.TaskGroup) -> None:
-        remote = socket_stream.extra(SocketAttribute.remote_address, None)
         stream: anyio.abc.ByteStream = socket_stream
+        remote: object = None
         if self._ssl_context is not None:
+            remote = socket_stream.extra(SocketAttribute.remote_address, None)
             tls = await self._handshake_tls(socket_stream)
             if tls is None:
                 return
             stream = tls
-        now = self._now()
-        connection_id = self.protocol.connection_made(now, remote)
-        close_timeout = self.protocol.config.close_timeout
         outbox = Outbox(
             stream,
             high_water=self._high_water,
             watch=self._watch,
-            close_timeout=close_timeout,
+            close_timeout=self.protocol.config.close_timeout,
         )
+        direct = outbox.direct
+        if direct is not None:
+            remote = direct.remote_address()
+        elif self._ssl_context is None:
+            remote = socket_stream.extra(SocketAttribute.remote_address, None)
+        connection_id = self.protocol.connection_made(self._now(), remote)
         connection = _Connection(connection_id, outbox)
         outbox.on_writable = lambda writable: self._on_writable(connection_id, writable)
         self._connections[connection_id] = connection

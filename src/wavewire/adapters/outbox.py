@@ -80,6 +80,14 @@ class AsyncioDirect:
             return None
         return cls(stream, loop)
 
+    def remote_address(self) -> object:
+        """The peer's address as anyio's ``SocketAttribute.remote_address`` gives it, from the
+        transport's cached ``peername`` (anyio builds every socket attribute to give one)."""
+        peer = self.transport.get_extra_info("peername")
+        if isinstance(peer, tuple) and len(peer) == 2:
+            return peer
+        return self.stream.extra(anyio.abc.SocketAttribute.remote_address, None)  # IPv6
+
     def ready(self) -> bool:
         """A write now would neither fail nor wait behind an earlier one."""
         return (
