@@ -120,7 +120,7 @@ class AnyioServerDriver:
         self._sink = sink
         self._high_water = high_water
         self._connections: dict[ConnectionId, _Connection] = {}
-        self._timer = DeadlineTimer(self._on_timer)
+        self._timer = DeadlineTimer(self._on_timer, on_asyncio_loop=True)
         #: ``anyio.current_time``, its backend looked up once.
         self._now = bound_clock()
         self._watch = None if write_timeout is None else WriteWatch(write_timeout, self._now)
