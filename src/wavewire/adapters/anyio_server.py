@@ -7,7 +7,9 @@ Tasks, all in one task group:
 * per connection, a reader (socket -> ``receive_data``/``receive_eof``; the accept loop's
   task) and a writer (the connection's ``Outbox``, its only writer: what a loop pass queued
   leaves in one ``send``; it closes the socket, which ends the reader's receive);
-* one timer task sleeping until ``next_deadline()``, woken whenever the deadline changes;
+  on asyncio over a plain socket both use the transport directly (``AsyncioDirect``);
+* one timer task sleeping until ``next_deadline()``, woken whenever the deadline changes (on
+  asyncio a ``loop.call_at`` handle instead, the task only waiting to end it);
 * one ``WriteWatch`` task failing writes that block longer than ``write_timeout``.
 
 Every core call is followed by ``_flush()``, the one choke point: it routes ``data_to_send()``

@@ -1,8 +1,9 @@
 """The one timer task of an anyio driver: sleeps until the core's next deadline, then fires.
 
 The flush choke point calls ``arm(protocol.next_deadline())`` after every core call; a deadline
-that moved (earlier or later: a send that starts an audio stream, a chunk sent) wakes the sleep,
-which re-reads it. ``fire(now)`` gets a time never before the deadline it was armed for: the
+that moved (earlier or later: a send that starts an audio stream, a chunk sent) becomes the
+sleeping task's cancel scope's deadline, without waking it (one cancel scope per fire, not per
+move). ``fire(now)`` gets a time never before the deadline it was armed for: the
 backend's timer may fire a clock tick early, and the core would do nothing at that time while
 we spun.
 
@@ -55,6 +56,8 @@ class DeadlineTimer:
         self._handle: asyncio.TimerHandle | None = None
         self._error: BaseException | None = None
         self._stopped = False
+        # The task's sleep (without call_at), whose deadline arm() moves.
+        self._scope: anyio.CancelScope | None = None
 
     def arm(self, deadline: float | None) -> None:
         """The deadline to sleep until (None: none); cheap when it did not change."""
@@ -62,7 +65,9 @@ class DeadlineTimer:
             self._armed = deadline
             loop = self._loop
             if loop is None:
-                self._wake.set()
+                # The sleeping task's scope takes the new deadline: no wake-up for a move.
+                if self._scope is not None:
+                    self._scope.deadline = math.inf if deadline is None else deadline
                 return
             if self._handle is not None:
                 self._handle.cancel()
@@ -96,11 +101,15 @@ class DeadlineTimer:
                     self._handle.cancel()
                     self._handle = None
         while True:
-            self._wake = anyio.Event()
             deadline = self._armed
             with anyio.CancelScope(deadline=math.inf if deadline is None else deadline) as scope:
-                await self._wake.wait()
+                self._scope = scope
+                try:
+                    await anyio.sleep_forever()
+                finally:
+                    self._scope = None
             now = anyio.current_time()
+            deadline = self._armed  # the scope's, moved by arm() while it slept
             if deadline is not None and (scope.cancelled_caught or now >= deadline):
                 self._armed = None  # whatever fire() flushes re-arms it
                 self._fire(max(now, deadline))
