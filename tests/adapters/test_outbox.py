@@ -284,3 +284,61 @@ async def test_direct_receive_of_a_socket_closed_meanwhile_is_closed_resource(
             tg.start_soon(pair.ours.aclose)  # the outbox closes the socket under the reader
             with pytest.raises(anyio.ClosedResourceError):
                 await direct.receive()
+
+
+async def test_without_a_writer_a_close_after_writes_that_fit_needs_no_task(
+    pair: Pair, anyio_backend_name: str
+) -> None:
+    if anyio_backend_name != "asyncio":
+        pytest.skip("direct writes are asyncio's")
+    outbox = make_outbox(pair.ours, None)
+    started: list[int] = []
+    outbox.start_writer = lambda: started.append(1)
+    received = bytearray()
+    with anyio.fail_after(10):
+        outbox.put(b"101 and echo")
+        await anyio.lowlevel.checkpoint()  # written at the loop pass's end
+        outbox.put(b" close frame")
+        outbox.request_close()  # written and closed at once
+        assert outbox.closed and not outbox.failed
+        await outbox.wait_closed()
+        with contextlib.suppress(anyio.EndOfStream, anyio.BrokenResourceError):
+            while True:
+                received += await pair.peer.receive()
+    assert started == []
+    assert bytes(received) == b"101 and echo close frame"
+
+
+async def test_without_a_writer_a_write_that_blocks_starts_it_and_write_timeout_holds(
+    pair: Pair, anyio_backend_name: str
+) -> None:
+    if anyio_backend_name != "asyncio":
+        pytest.skip("direct writes are asyncio's")
+    shrink_receive_buffer(pair.peer)
+    watch = WriteWatch(0.5)
+    outbox = make_outbox(pair.ours, watch)
+    failures: list[int] = []
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(watch.run)
+            outbox.start_writer = lambda: tg.start_soon(outbox.run, lambda: failures.append(1))
+            outbox.put(FLOOD)
+            outbox.request_close()  # cannot close yet: the writer waits for the write
+            assert outbox.start_writer is None and not outbox.closed
+            await outbox.wait_closed()
+            tg.cancel_scope.cancel()
+    assert failures == [1]
+    assert outbox.failed and outbox.closed
+
+
+async def test_discard_closes_the_socket_of_an_outbox_whose_writer_never_ran(
+    pair: Pair, anyio_backend_name: str
+) -> None:
+    if anyio_backend_name != "asyncio":
+        pytest.skip("direct writes are asyncio's")
+    outbox = make_outbox(pair.ours, None)
+    outbox.start_writer = lambda: pytest.fail("no writer is needed to close")
+    outbox.discard()
+    assert outbox.closed
+    with anyio.fail_after(10), pytest.raises((anyio.EndOfStream, anyio.BrokenResourceError)):
+        await pair.peer.receive()  # the socket is closed, not left open

@@ -366,8 +366,13 @@ class AnyioServerDriver:
         self._connections[connection_id] = connection
         try:
             # The writer runs in the server's task group: no task group (and cancel scope) of
-            # its own per connection. Started first, it always runs: it closes the socket.
-            tg.start_soon(self._write, connection)
+            # its own per connection. Started first, it always runs: it closes the socket. On
+            # asyncio, writing directly, it starts only if a write blocks or the close cannot
+            # be made at once (a handshake, connect to close, usually needs none).
+            if direct is not None:
+                outbox.start_writer = lambda: tg.start_soon(self._write, connection)
+            else:
+                tg.start_soon(self._write, connection)
             try:
                 self._flush()
                 await self._read(connection, stream)
@@ -383,6 +388,7 @@ class AnyioServerDriver:
             # must still hear of it, so the session ends with exactly one disconnect event.
             self.protocol.connection_lost(connection_id, self._now())
             self._flush()
+            outbox.discard()  # forced out before a writer ever ran: the socket is closed here
             del self._connections[connection_id]
             connection.mark_finished()
             try:

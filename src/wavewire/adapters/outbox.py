@@ -133,6 +133,11 @@ class AsyncioDirect:
             self.reading = False
             self.transport.pause_reading()
 
+    def close(self) -> None:
+        """Close as anyio's ``aclose`` does (it aborts the transport), without its checkpoint."""
+        self.stream._closed = True
+        self.transport.abort()
+
     async def wait_written(self) -> None:
         """Wait until the buffered rest has left; anyio's errors if the socket went first."""
         await self.protocol.write_event.wait()
@@ -227,6 +232,9 @@ class Outbox:
         self.on_writable: Callable[[bool], None] | None = None
         self._over = False
         self._direct = AsyncioDirect.of(stream)
+        #: Set by a driver that starts the writer task (``run``) only once it is needed:
+        #: direct writes only; a close with nothing left to write is then made without it.
+        self.start_writer: Callable[[], object] | None = None
         # A call_soon of _write_soon is pending (asyncio, direct writes only).
         self._soon = False
 
@@ -285,7 +293,7 @@ class Outbox:
             self._protected = 1
         self._puts += 1
         direct = self._direct
-        if direct is not None and self._wake is not None:
+        if direct is not None and (self._wake is not None or self.start_writer is not None):
             # The writer is idle: written at the end of this loop pass, without waking it.
             if not self._soon:
                 self._soon = True
@@ -304,13 +312,38 @@ class Outbox:
 
     def request_close(self) -> None:
         self.close_requested = True
+        direct = self._direct
+        if self.start_writer is not None and direct is not None and not self.closed:
+            # No writer yet: what is left leaves now and the socket closes here, if it can.
+            if self._chunks and not self._in_flight and direct.ready():
+                self._write_direct(direct)
+            if not self._chunks and not self._in_flight:
+                self._close_unstarted(direct)
+                return
         self._wake_writer()
+
+    def discard(self) -> None:
+        """The connection is over: close the socket if no writer was ever started for it."""
+        if self.start_writer is not None and self._direct is not None and not self.closed:
+            self._close_unstarted(self._direct)
+
+    def _close_unstarted(self, direct: AsyncioDirect) -> None:
+        self.start_writer = None
+        self.closed = True
+        self._chunks.clear()
+        self._queued = 0
+        self._signal_progress()
+        direct.close()
+        self._finished = True
+        if self._finished_event is not None:
+            self._finished_event.set()
 
     def _write_soon(self) -> None:
         self._soon = False
         direct = self._direct
         assert direct is not None, "scheduled for direct writes only"
-        if self._wake is None or not self._chunks or self.closed:
+        idle = self._wake is not None or self.start_writer is not None
+        if not idle or not self._chunks or self.closed:
             return  # the writer is at work (a close, a failure): it takes the chunks
         if direct.ready():
             self._write_direct(direct)
@@ -333,6 +366,9 @@ class Outbox:
         if self._wake is not None:
             self._wake.set()
             self._wake = None
+        elif self.start_writer is not None:
+            start, self.start_writer = self.start_writer, None
+            start()
 
     # --- awaited by senders ------------------------------------------------------------------
 
@@ -432,6 +468,8 @@ class Outbox:
         """Wait until ``run`` has closed the socket and returned."""
         if self._finished:
             return
+        if self.start_writer is not None:
+            self._wake_writer()  # not started yet: it closes the socket once asked to
         if self._finished_event is None:
             self._finished_event = anyio.Event()
         await self._finished_event.wait()
