@@ -318,13 +318,20 @@ async def test_without_a_writer_a_write_that_blocks_starts_it_and_write_timeout_
     watch = WriteWatch(0.5)
     outbox = make_outbox(pair.ours, watch)
     failures: list[int] = []
+    starts: list[int] = []
     with anyio.fail_after(10):
         async with anyio.create_task_group() as tg:
+
+            def start_writer() -> None:
+                starts.append(1)
+                tg.start_soon(outbox.run, lambda: failures.append(1))
+
             tg.start_soon(watch.run)
-            outbox.start_writer = lambda: tg.start_soon(outbox.run, lambda: failures.append(1))
+            outbox.start_writer = start_writer
             outbox.put(FLOOD)
             outbox.request_close()  # cannot close yet: the writer waits for the write
-            assert outbox.start_writer is None and not outbox.closed
+            assert starts == [1]
+            assert not outbox.closed
             await outbox.wait_closed()
             tg.cancel_scope.cancel()
     assert failures == [1]
