@@ -8,6 +8,8 @@ from collections.abc import AsyncIterator
 
 import anyio
 import anyio.abc
+import anyio.lowlevel
+import anyio.streams.stapled
 import pytest
 
 from wavewire.adapters.outbox import DRAIN_YIELD_EVERY, Outbox, WriteWatch
@@ -164,3 +166,186 @@ async def test_bound_clock_is_the_clock_anyio_reads() -> None:
 
 def test_bound_clock_outside_an_event_loop_is_anyio_current_time() -> None:
     assert bound_clock() is anyio.current_time
+
+
+async def _idle(outbox: Outbox) -> None:
+    """Let the writer task reach its wait for work (bounded)."""
+    with anyio.fail_after(5):
+        while outbox._wake is None:
+            await anyio.lowlevel.checkpoint()
+
+
+async def test_direct_writes_only_on_asyncio_plain_sockets(
+    pair: Pair, anyio_backend_name: str
+) -> None:
+    outbox = make_outbox(pair.ours, None)
+    assert (outbox._direct is not None) == (anyio_backend_name == "asyncio")
+    # Anything but anyio's own asyncio socket stream goes through send().
+    staple = anyio.streams.stapled.StapledByteStream(pair.ours, pair.ours)
+    assert make_outbox(staple, None)._direct is None
+
+
+async def test_batches_queued_while_the_writer_idles_leave_in_order_then_the_close(
+    pair: Pair,
+) -> None:
+    outbox = make_outbox(pair.ours, None)
+    received = bytearray()
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(outbox.run, lambda: None)
+            for batch in range(20):
+                await _idle(outbox)
+                for part in range(3):  # one loop pass: one write of the three
+                    outbox.put(bytes([batch]) * 100 + bytes([part]))
+                    if batch == 0 and part == 0:
+                        assert outbox._soon == (outbox._direct is not None)
+                await anyio.lowlevel.checkpoint()
+            outbox.request_close()
+            with contextlib.suppress(anyio.EndOfStream):
+                while True:
+                    received += await pair.peer.receive()
+    assert outbox.closed and not outbox.failed
+    expected = b"".join(bytes([b]) * 100 + bytes([p]) for b in range(20) for p in range(3))
+    assert bytes(received) == expected
+
+
+async def test_a_write_that_blocks_while_the_writer_idles_is_bounded_by_write_timeout(
+    pair: Pair,
+) -> None:
+    shrink_receive_buffer(pair.peer)  # the peer reads nothing
+    watch = WriteWatch(0.5)
+    outbox = make_outbox(pair.ours, watch)
+    failures = []
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(watch.run)
+            tg.start_soon(outbox.run, lambda: failures.append(anyio.current_time()))
+            await _idle(outbox)
+            start = anyio.current_time()
+            outbox.put(FLOOD)  # asyncio: written from the loop pass's end, then it blocks
+            await outbox.wait_closed()
+            tg.cancel_scope.cancel()
+    assert len(failures) == 1
+    assert outbox.failed and outbox.closed
+    assert failures[0] - start >= watch.timeout
+    if synthetic_clock():
+        assert failures[0] - start == pytest.approx(watch.timeout, abs=0.01)
+
+
+async def test_a_direct_write_to_a_socket_closed_under_it_fails_the_connection(
+    pair: Pair,
+) -> None:
+    shrink_receive_buffer(pair.peer)
+    outbox = make_outbox(pair.ours, None)
+    failures = []
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(outbox.run, lambda: failures.append(1))
+            await _idle(outbox)
+            outbox.put(FLOOD)
+            await anyio.sleep(0.2)  # blocked on the full socket buffer
+            await anyio.aclose_forcefully(pair.ours)  # the socket goes under the write
+            await outbox.wait_closed()
+    assert failures == [1]
+    assert outbox.failed and outbox.closed
+
+
+async def test_direct_receive_ends_as_anyio_receive_does(
+    pair: Pair, anyio_backend_name: str
+) -> None:
+    if anyio_backend_name != "asyncio":
+        pytest.skip("direct reads are asyncio's")
+    direct = make_outbox(pair.ours, None).direct
+    assert direct is not None
+    with anyio.fail_after(10):
+        await pair.peer.send(b"hello")
+        received = b""
+        while received != b"hello":
+            received += await direct.receive()
+        direct.pause_reading()  # held back: what the peer sends waits in the socket
+        await pair.peer.send(b"later")
+        await anyio.sleep(0.05)
+        assert not direct.protocol.read_queue
+        assert await direct.receive() == b"later"  # reading again on the next receive
+        await pair.peer.aclose()
+        with pytest.raises(anyio.EndOfStream):
+            await direct.receive()
+
+
+async def test_direct_receive_of_a_socket_closed_meanwhile_is_closed_resource(
+    pair: Pair, anyio_backend_name: str
+) -> None:
+    if anyio_backend_name != "asyncio":
+        pytest.skip("direct reads are asyncio's")
+    direct = make_outbox(pair.ours, None).direct
+    assert direct is not None
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(pair.ours.aclose)  # the outbox closes the socket under the reader
+            with pytest.raises(anyio.ClosedResourceError):
+                await direct.receive()
+
+
+async def test_without_a_writer_a_close_after_writes_that_fit_needs_no_task(
+    pair: Pair, anyio_backend_name: str
+) -> None:
+    if anyio_backend_name != "asyncio":
+        pytest.skip("direct writes are asyncio's")
+    outbox = make_outbox(pair.ours, None)
+    started: list[int] = []
+    outbox.start_writer = lambda: started.append(1)
+    received = bytearray()
+    with anyio.fail_after(10):
+        outbox.put(b"101 and echo")
+        await anyio.lowlevel.checkpoint()  # written at the loop pass's end
+        outbox.put(b" close frame")
+        outbox.request_close()  # written and closed at once
+        assert outbox.closed and not outbox.failed
+        await outbox.wait_closed()
+        with contextlib.suppress(anyio.EndOfStream, anyio.BrokenResourceError):
+            while True:
+                received += await pair.peer.receive()
+    assert started == []
+    assert bytes(received) == b"101 and echo close frame"
+
+
+async def test_without_a_writer_a_write_that_blocks_starts_it_and_write_timeout_holds(
+    pair: Pair, anyio_backend_name: str
+) -> None:
+    if anyio_backend_name != "asyncio":
+        pytest.skip("direct writes are asyncio's")
+    shrink_receive_buffer(pair.peer)
+    watch = WriteWatch(0.5)
+    outbox = make_outbox(pair.ours, watch)
+    failures: list[int] = []
+    starts: list[int] = []
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+
+            def start_writer() -> None:
+                starts.append(1)
+                tg.start_soon(outbox.run, lambda: failures.append(1))
+
+            tg.start_soon(watch.run)
+            outbox.start_writer = start_writer
+            outbox.put(FLOOD)
+            outbox.request_close()  # cannot close yet: the writer waits for the write
+            assert starts == [1]
+            assert not outbox.closed
+            await outbox.wait_closed()
+            tg.cancel_scope.cancel()
+    assert failures == [1]
+    assert outbox.failed and outbox.closed
+
+
+async def test_discard_closes_the_socket_of_an_outbox_whose_writer_never_ran(
+    pair: Pair, anyio_backend_name: str
+) -> None:
+    if anyio_backend_name != "asyncio":
+        pytest.skip("direct writes are asyncio's")
+    outbox = make_outbox(pair.ours, None)
+    outbox.start_writer = lambda: pytest.fail("no writer is needed to close")
+    outbox.discard()
+    assert outbox.closed
+    with anyio.fail_after(10), pytest.raises((anyio.EndOfStream, anyio.BrokenResourceError)):
+        await pair.peer.receive()  # the socket is closed, not left open

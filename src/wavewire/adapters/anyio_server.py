@@ -7,7 +7,9 @@ Tasks, all in one task group:
 * per connection, a reader (socket -> ``receive_data``/``receive_eof``; the accept loop's
   task) and a writer (the connection's ``Outbox``, its only writer: what a loop pass queued
   leaves in one ``send``; it closes the socket, which ends the reader's receive);
-* one timer task sleeping until ``next_deadline()``, woken whenever the deadline changes;
+  on asyncio over a plain socket both use the transport directly (``AsyncioDirect``);
+* one timer task sleeping until ``next_deadline()``, woken whenever the deadline changes (on
+  asyncio a ``loop.call_at`` handle instead, the task only waiting to end it);
 * one ``WriteWatch`` task failing writes that block longer than ``write_timeout``.
 
 Every core call is followed by ``_flush()``, the one choke point: it routes ``data_to_send()``
@@ -120,7 +122,7 @@ class AnyioServerDriver:
         self._sink = sink
         self._high_water = high_water
         self._connections: dict[ConnectionId, _Connection] = {}
-        self._timer = DeadlineTimer(self._on_timer)
+        self._timer = DeadlineTimer(self._on_timer, on_asyncio_loop=True)
         #: ``anyio.current_time``, its backend looked up once.
         self._now = bound_clock()
         self._watch = None if write_timeout is None else WriteWatch(write_timeout, self._now)
@@ -339,29 +341,38 @@ class AnyioServerDriver:
             return None
 
     async def _handle(self, socket_stream: anyio.abc.SocketStream, tg: anyio.abc.TaskGroup) -> None:
-        remote = socket_stream.extra(SocketAttribute.remote_address, None)
         stream: anyio.abc.ByteStream = socket_stream
+        remote: object = None
         if self._ssl_context is not None:
+            remote = socket_stream.extra(SocketAttribute.remote_address, None)
             tls = await self._handshake_tls(socket_stream)
             if tls is None:
                 return
             stream = tls
-        now = self._now()
-        connection_id = self.protocol.connection_made(now, remote)
-        close_timeout = self.protocol.config.close_timeout
         outbox = Outbox(
             stream,
             high_water=self._high_water,
             watch=self._watch,
-            close_timeout=close_timeout,
+            close_timeout=self.protocol.config.close_timeout,
         )
+        direct = outbox.direct
+        if direct is not None:
+            remote = direct.remote_address()
+        elif self._ssl_context is None:
+            remote = socket_stream.extra(SocketAttribute.remote_address, None)
+        connection_id = self.protocol.connection_made(self._now(), remote)
         connection = _Connection(connection_id, outbox)
         outbox.on_writable = lambda writable: self._on_writable(connection_id, writable)
         self._connections[connection_id] = connection
         try:
             # The writer runs in the server's task group: no task group (and cancel scope) of
-            # its own per connection. Started first, it always runs: it closes the socket.
-            tg.start_soon(self._write, connection)
+            # its own per connection. Started first, it always runs: it closes the socket. On
+            # asyncio, writing directly, it starts only if a write blocks or the close cannot
+            # be made at once (a handshake, connect to close, usually needs none).
+            if direct is not None:
+                outbox.start_writer = lambda: tg.start_soon(self._write, connection)
+            else:
+                tg.start_soon(self._write, connection)
             try:
                 self._flush()
                 await self._read(connection, stream)
@@ -377,6 +388,7 @@ class AnyioServerDriver:
             # must still hear of it, so the session ends with exactly one disconnect event.
             self.protocol.connection_lost(connection_id, self._now())
             self._flush()
+            outbox.discard()  # forced out before a writer ever ran: the socket is closed here
             del self._connections[connection_id]
             connection.mark_finished()
             try:
@@ -391,11 +403,15 @@ class AnyioServerDriver:
 
     async def _read(self, connection: _Connection, stream: anyio.abc.ByteStream) -> None:
         outbox = connection.outbox
+        direct = outbox.direct  # asyncio, a plain socket: read the transport directly
         while not outbox.ending:
             data = b""
             eof = lost = False
             try:
-                data = await stream.receive(READ_SIZE)
+                if direct is not None:
+                    data = await direct.receive()
+                else:
+                    data = await stream.receive(READ_SIZE)
             except anyio.EndOfStream:
                 eof = True
             except READ_ERRORS:
@@ -411,7 +427,10 @@ class AnyioServerDriver:
             else:
                 self.protocol.receive_data(connection.id, data, now)
             self._flush()
-            await self._deliver_frames(connection)
+            if connection.frames:
+                if direct is not None:
+                    direct.pause_reading()  # the sink is full: read nothing meanwhile
+                await self._deliver_frames(connection)
             if eof or lost:
                 break
 
