@@ -15,7 +15,9 @@ connection unless a connection's input is backed up.
 
 Output is batched: bytes the application sends to a connection collect during a loop pass (the
 replies to every message of one read) and leave with one ``transport.write`` from a
-``call_soon`` callback at its end (at once past ``BATCH_LIMIT``, and before a close or a drop);
+``call_soon`` callback at its end (at once past ``BATCH_LIMIT``, and before a close or a drop).
+A send made while none of that connection's frames wait unread (the sink's ``input_pending``:
+a round trip's reply, the last reply to one read) writes what is batched at once instead;
 bytes the core makes inside one of asyncio's callbacks (a handshake response, a pong, one
 timer's audio chunks) leave with one write per connection when that callback ends.
 ``transport.write`` never blocks; the transport's buffer is bounded by
@@ -491,7 +493,23 @@ class AsyncioServerDriver:
             sent = self.protocol.send_frame(connection_id, frame, self._loop.time())
         except InvalidState as exc:
             raise ConnectionClosed(str(exc)) from None
-        self._flush()
+        link = self._links.get(connection_id)
+        if (
+            self._in_callback
+            or link is None
+            or link.delivery is not None
+            or self._sink.input_pending(connection_id)
+        ):
+            self._flush()  # more replies may follow in this pass: one write at its end
+            return sent
+        # The sender has nothing more from this client to answer (a round trip, the last
+        # reply to one read): written now, not one loop pass later from a call_soon.
+        self._in_callback = True
+        try:
+            self._flush()
+        finally:
+            self._in_callback = False
+            self._callback_done()
         return sent
 
     async def wait_audio_writable(self, connection_id: ConnectionId) -> None:

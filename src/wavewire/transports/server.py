@@ -523,6 +523,17 @@ class WebsocketServerTransport:
         if inbox is not None:
             inbox.queue.end()  # a reader gets what is buffered, then the end
 
+    def input_pending(self, connection_id: ConnectionId) -> bool:
+        handle = self._handles.get(connection_id)
+        if handle is None:
+            return False
+        if handle._inbox_ref is None:
+            queue = self._input_queue
+        else:
+            inbox = handle._live_inbox()
+            queue = None if inbox is None else inbox.queue
+        return queue is not None and len(queue) > 0
+
     # --- internals ---------------------------------------------------------------------------
 
     def _frame_destination(self, event: FrameReceived) -> FrameQueue | None:
