@@ -573,14 +573,16 @@ class AsyncioServerDriver:
                 link.write(transmit.data)
             if transmit.close:
                 link.request_close()
-        events, backed_up = split_events(self.protocol.events_received(), links)
-        if events:
-            try:
-                self._sink.on_events(events)
-            except Exception:
-                self._log_internal_error("event sink failed")
-        for link in backed_up:
-            self._offer_frames(link)
+        received = self.protocol.events_received()
+        if received:  # none after a send: no split
+            events, backed_up = split_events(received, links)
+            if events:
+                try:
+                    self._sink.on_events(events)
+                except Exception:
+                    self._log_internal_error("event sink failed")
+            for link in backed_up:
+                self._offer_frames(link)
         deadline = self.protocol.next_deadline()
         if deadline is not None and (self._armed is None or deadline < self._armed):
             # Moved earlier (a connection came, a send started an audio stream): one handle,

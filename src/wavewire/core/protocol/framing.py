@@ -571,6 +571,8 @@ class WsConnection(Connection):
         decoder = proto._frame_decoder
         while not self._input_done:
             if self._shortcut and decoder.header is None and not decoder._in_message:
+                if len(decoder.buffer.buffer) < 2:
+                    return  # the usual end of a read: its last message taken (wsproto waits too)
                 message = self._take_whole_message(decoder)
                 if message is _Slow.WAIT:
                     return
@@ -597,9 +599,7 @@ class WsConnection(Connection):
         which fails it with the same error and close code as before.
         """
         data = decoder.buffer.buffer
-        available = len(data)
-        if available < 2:
-            return _Slow.WAIT  # wsproto's parser would wait as well
+        available = len(data)  # at least 2 (the caller checks)
         first, second = data[0], data[1]
         if first != _WHOLE_BINARY and first != _WHOLE_TEXT:
             return _Slow.FRAME
