@@ -553,6 +553,14 @@ class WsConnection(Connection):
         return self._proto.failure
 
     def receive_data(self, data: bytes | None) -> None:
+        state = self._state
+        if data is not None and (
+            state is ConnectionState.OPEN or state is ConnectionState.LOCAL_CLOSING
+        ):
+            # Where wsproto's receive_data puts the bytes in these states, without its four
+            # calls down to the frame decoder's buffer (once per read).
+            self._proto._frame_decoder.buffer.buffer += data
+            return
         if data is None and self._events is _NO_EVENTS:
             self._events = deque()  # wsproto queues the end of input (1006) here
         super().receive_data(data)
