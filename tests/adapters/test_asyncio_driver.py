@@ -386,3 +386,34 @@ async def test_what_the_core_sends_from_a_callback_leaves_when_the_callback_ends
                 await client.close()
             await recorder.wait("on_client_disconnected")
             assert scheduled == []
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_bytes_from_a_callback_are_written_at_once_after_what_was_batched() -> None:
+    """Inside a callback (or a send that writes at once) a connection with nothing batched
+    gets its bytes written as the flush hands them over; one with a batch from a task's
+    earlier sends gets them after that batch, in order, in the batch's one write."""
+    with anyio.fail_after(LIMIT):
+        async with (
+            echo_server(driver="asyncio") as (transport, recorder),
+            connect(transport.port),
+        ):
+            await recorder.wait("on_client_connected")
+            driver, link = only_link(transport)
+            assert link.transport is not None
+            writes: list[bytes] = []
+            link.transport.write = writes.append  # type: ignore[method-assign,assignment]
+            link.write(b"task")  # from a task: batched to the pass's end
+            assert writes == [] and link.batch == [b"task"]
+            driver._in_callback = True
+            try:
+                link.write(b"callback")  # after the batch, not before it
+                assert writes == [] and link.batch == [b"task", b"callback"]
+                driver._callback_done()
+                assert writes == [b"taskcallback"] and link.batch == []
+                link.write(b"alone")  # nothing batched: written at once
+                assert writes == [b"taskcallback", b"alone"] and link.batch == []
+            finally:
+                driver._in_callback = False
+            del link.transport.write  # the transport's own again, for the close

@@ -19,7 +19,8 @@ replies to every message of one read) and leave with one ``transport.write`` fro
 A send made while none of that connection's frames wait unread (the sink's ``input_pending``:
 a round trip's reply, the last reply to one read) writes what is batched at once instead;
 bytes the core makes inside one of asyncio's callbacks (a handshake response, a pong, one
-timer's audio chunks) leave with one write per connection when that callback ends.
+timer's audio chunks: one transmit per connection per callback) are written as the flush hands
+them over, after what a connection had batched (if anything) when that callback ends.
 ``transport.write`` never blocks; the transport's buffer is bounded by
 ``set_write_buffer_limits(high=high_water)``. Above it asyncio calls ``pause_writing``: from
 then on new bytes wait in the connection's own queue (so that ``drop_pending`` can still discard
@@ -195,6 +196,11 @@ class _Link(asyncio.Protocol):
             # The very first bytes are the handshake response: drop_pending must keep them.
             self.protected = self.protected or (self.written == 0 and not self.queue)
             self.queue.append(data)
+            return
+        if not self.batch and self._driver._in_callback:
+            # Inside one of asyncio's callbacks (or a send that writes at once): its one flush
+            # gives each connection one transmit, so a batch would hold this alone.
+            self._write_now(data)  # may pause writing: later bytes then wait in ``queue``
             return
         # Batched: every message of this loop pass (the replies to one read, one timer's
         # chunks) in one write at the pass's end, not one send() each.
@@ -715,8 +721,10 @@ class AsyncioServerDriver:
         Bytes the core makes from input or a timer are all made in that callback's one
         flush: nothing later in the loop pass could join them (the tasks it wakes run after a
         ``_write_batches`` it would schedule), so waiting for the pass's end would only cost a
-        callback and a loop pass (per handshake: the 101). Application sends, from tasks,
-        stay batched to the pass's end."""
+        callback and a loop pass (per handshake: the 101). ``_Link.write`` writes them at
+        once unless the connection already had a batch (a task's sends earlier in the pass):
+        that batch, with them after it, leaves here. Application sends, from tasks, stay
+        batched to the pass's end while more input waits (``send_frame``)."""
         if self._batched_links:
             self._write_batches()
 
