@@ -8,7 +8,8 @@
 
 The server runs as in bench/peers.py (its own process, pinned to one core; wavewire is
 ``wavewire serve --echo-raw``), the same plain-socket client drives one workload (``rt``: 640 B
-round trips one at a time; ``pipe640``: 640 B messages, 100 in flight; ``handshake``: connect,
+round trips one at a time; ``pipe640``: 640 B messages, 100 in flight; ``pipe64k``: 64 KiB
+messages, 16 in flight; ``handshake``: connect,
 upgrade, one 640 B echo, close handshake, the server's EOF, as bench/peers.py's handshake row;
 ``--count`` is then handshakes; ``audio``: peers' audio row, ``--sessions`` paced sessions of
 ``wavewire serve --policy multi`` with protobuf, where ``--count`` counts received 20 ms frames
@@ -96,6 +97,8 @@ def workload(args: argparse.Namespace, peer: peers.Peer, pid: int, count: int) -
         )
         cpu_ns = round(result.cpu_per_session_second * 1e9 * count * peers.FRAME_SECONDS)
         return peers.Sample(count, seconds, cpu_ns)
+    if args.workload == "pipe64k":  # peers.py's 64 KiB row: 16 in flight
+        return peers.pipelined(peer, pid, 65536, count, 16)
     return peers.pipelined(peer, pid, 640, count, 100)
 
 
@@ -238,9 +241,13 @@ def with_callgrind(args: argparse.Namespace, server: peers.Server, cpu: int) -> 
                 if line.startswith("totals:"):
                     instructions += int(line.split()[1])
     # What the workload functions run besides the units they time (their warm-ups).
-    extra = {"handshake": 20, "rt": 200, "pipe640": 1 + min(args.count, 200), "audio": 0}[
-        args.workload
-    ]
+    extra = {
+        "handshake": 20,
+        "rt": 200,
+        "pipe640": 1 + min(args.count, 200),
+        "pipe64k": 1 + min(args.count, 32),
+        "audio": 0,
+    }[args.workload]
     units = sample.units + extra
     print(
         f"{args.server}, {args.workload}, callgrind: {units} {unit(args)}s (warm-ups included), "
@@ -272,7 +279,9 @@ def print_header(args: argparse.Namespace, sample: peers.Sample) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--server", default="wavewire-native", choices=sorted(peers.BY_NAME))
-    parser.add_argument("--workload", default="rt", choices=("rt", "pipe640", "handshake", "audio"))
+    parser.add_argument(
+        "--workload", default="rt", choices=("rt", "pipe640", "pipe64k", "handshake", "audio")
+    )
     parser.add_argument("--sessions", type=int, default=200, help="audio: paced sessions (200)")
     parser.add_argument("--tool", default="py-spy", choices=("py-spy", "cprofile", "callgrind"))
     parser.add_argument(

@@ -210,9 +210,12 @@ async def test_replies_to_one_read_leave_in_one_write(
 
 @pytest.mark.anyio
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])
-async def test_a_send_loop_that_never_blocks_still_lets_other_tasks_run() -> None:
+async def test_a_send_loop_that_never_blocks_still_lets_other_tasks_run(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """``drain`` waits only while writing is paused; otherwise it yields to the loop once per
-    ``DRAIN_YIELD_EVERY`` sends, and the batch of a loop that never yields stays bounded."""
+    ``DRAIN_YIELD_EVERY`` sends, and the batch of a loop that never yields stays bounded (sent
+    while the client's input is pending, so that the sends are batched, not written at once)."""
     count = 5 * DRAIN_YIELD_EVERY
     ticks = 0
 
@@ -230,6 +233,7 @@ async def test_a_send_loop_that_never_blocks_still_lets_other_tasks_run() -> Non
         ):
             await recorder.wait("on_client_connected")
             _, link = only_link(transport)
+            monkeypatch.setattr(transport, "input_pending", lambda connection_id: True)
             tg.start_soon(ticker)
             await anyio.lowlevel.checkpoint()
             before, largest = ticks, 0
@@ -368,8 +372,9 @@ async def test_what_the_core_sends_from_a_callback_leaves_when_the_callback_ends
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The 101 and the close reply are made inside ``data_received``: written as it ends, with
-    no callback scheduled for them. The echo, sent by the application's task, is batched to
-    the end of its loop pass: the one ``_write_batches`` scheduled."""
+    no callback scheduled for them. The echo, sent by the application's task with no other
+    frame of that client waiting (``input_pending``), is written by the send itself: no
+    ``_write_batches`` is scheduled at all (one loop pass less per round trip)."""
     with anyio.fail_after(LIMIT):
         async with echo_server(driver="asyncio") as (transport, recorder):
             driver = transport._driver_or_raise()
@@ -380,4 +385,35 @@ async def test_what_the_core_sends_from_a_callback_leaves_when_the_callback_ends
                 assert await client.next_frame() == TextFrame(text="hi")
                 await client.close()
             await recorder.wait("on_client_disconnected")
-            assert len(scheduled) == 1
+            assert scheduled == []
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_bytes_from_a_callback_are_written_at_once_after_what_was_batched() -> None:
+    """Inside a callback (or a send that writes at once) a connection with nothing batched
+    gets its bytes written as the flush hands them over; one with a batch from a task's
+    earlier sends gets them after that batch, in order, in the batch's one write."""
+    with anyio.fail_after(LIMIT):
+        async with (
+            echo_server(driver="asyncio") as (transport, recorder),
+            connect(transport.port),
+        ):
+            await recorder.wait("on_client_connected")
+            driver, link = only_link(transport)
+            assert link.transport is not None
+            writes: list[bytes] = []
+            link.transport.write = writes.append  # type: ignore[method-assign,assignment]
+            link.write(b"task")  # from a task: batched to the pass's end
+            assert writes == [] and link.batch == [b"task"]
+            driver._in_callback = True
+            try:
+                link.write(b"callback")  # after the batch, not before it
+                assert writes == [] and link.batch == [b"task", b"callback"]
+                driver._callback_done()
+                assert writes == [b"taskcallback"] and link.batch == []
+                link.write(b"alone")  # nothing batched: written at once
+                assert writes == [b"taskcallback", b"alone"] and link.batch == []
+            finally:
+                driver._in_callback = False
+            del link.transport.write  # the transport's own again, for the close

@@ -23,7 +23,7 @@ from wavewire import (
     WebsocketServerTransport,
 )
 from wavewire.cli import echo
-from wavewire.core.events import DisconnectCause, Disconnected
+from wavewire.core.events import ConnectionId, DisconnectCause, Disconnected
 from wavewire.transports.server import ClientHandle, DriverName
 
 from .support import (
@@ -479,3 +479,27 @@ async def test_authentication_hook_refuses_a_bad_token_before_the_upgrade() -> N
             assert refused.value.body == b"bad token"
             async with wavewire.WebsocketClientTransport(base + "?token=s3cret") as client:
                 assert client.connection is not None
+
+
+@pytest.mark.parametrize("policy", ["multi", "replace"])
+async def test_input_pending_says_whether_a_clients_frames_wait_unread(
+    driver: DriverName, policy: str
+) -> None:
+    """What the native driver asks before batching a send: True while a frame the client sent
+    waits in the queue it went to (the client's own, or the transport's), False once read,
+    and False for a connection it does not know."""
+    transport = WebsocketServerTransport(
+        make_params(client_policy=policy), "127.0.0.1", 0, driver=driver
+    )
+    recorder = Recorder(transport)
+    with anyio.fail_after(LIMIT):
+        async with transport, connect(transport.port) as client:
+            await recorder.wait("on_client_connected")
+            handle = recorder.handles[0]
+            frames = handle.input() if policy == "multi" else transport.input()
+            assert not transport.input_pending(handle.id)
+            await client.send(TextFrame(text="waiting"))
+            await wait_until(lambda: transport.input_pending(handle.id))
+            assert await frames.receive() == TextFrame(text="waiting")
+            assert not transport.input_pending(handle.id)
+            assert not transport.input_pending(ConnectionId(handle.id + 1000))

@@ -344,3 +344,20 @@ def test_the_server_core_is_the_same_either_way_on_the_edge_streams(name: str) -
         assert server_core_run(stream, cut, shortcut=True) == server_core_run(
             stream, cut, shortcut=False
         )
+
+
+def test_bytes_after_the_peers_close_frame_are_as_wsproto_treats_them() -> None:
+    # Bytes go straight to the frame decoder's buffer only while open (or closing from our
+    # side); after the peer's close frame wsproto ignores them, once closed it refuses them.
+    ws = connection(client=False)
+    ws.receive_data(frame(Opcode.CLOSE, struct.pack("!H", 1000), masked=True) + b"\x82")
+    assert list(ws.received_events()) == [CloseConnection(code=1000, reason="")]
+    after_close = ws.state  # a local: mypy would keep ws.state narrowed past ws.send
+    assert after_close is ConnectionState.REMOTE_CLOSING
+    buffered = bytes(ws._proto._frame_decoder.buffer.buffer)
+    ws.receive_data(b"ignored")
+    assert bytes(ws._proto._frame_decoder.buffer.buffer) == buffered
+    ws.send(CloseConnection(code=1000))
+    assert ws.state is ConnectionState.CLOSED
+    with pytest.raises(LocalProtocolError):
+        ws.receive_data(b"refused")

@@ -15,9 +15,12 @@ connection unless a connection's input is backed up.
 
 Output is batched: bytes the application sends to a connection collect during a loop pass (the
 replies to every message of one read) and leave with one ``transport.write`` from a
-``call_soon`` callback at its end (at once past ``BATCH_LIMIT``, and before a close or a drop);
+``call_soon`` callback at its end (at once past ``BATCH_LIMIT``, and before a close or a drop).
+A send made while none of that connection's frames wait unread (the sink's ``input_pending``:
+a round trip's reply, the last reply to one read) writes what is batched at once instead;
 bytes the core makes inside one of asyncio's callbacks (a handshake response, a pong, one
-timer's audio chunks) leave with one write per connection when that callback ends.
+timer's audio chunks: one transmit per connection per callback) are written as the flush hands
+them over, after what a connection had batched (if anything) when that callback ends.
 ``transport.write`` never blocks; the transport's buffer is bounded by
 ``set_write_buffer_limits(high=high_water)``. Above it asyncio calls ``pause_writing``: from
 then on new bytes wait in the connection's own queue (so that ``drop_pending`` can still discard
@@ -193,6 +196,11 @@ class _Link(asyncio.Protocol):
             # The very first bytes are the handshake response: drop_pending must keep them.
             self.protected = self.protected or (self.written == 0 and not self.queue)
             self.queue.append(data)
+            return
+        if not self.batch and self._driver._in_callback:
+            # Inside one of asyncio's callbacks (or a send that writes at once): its one flush
+            # gives each connection one transmit, so a batch would hold this alone.
+            self._write_now(data)  # may pause writing: later bytes then wait in ``queue``
             return
         # Batched: every message of this loop pass (the replies to one read, one timer's
         # chunks) in one write at the pass's end, not one send() each.
@@ -491,7 +499,23 @@ class AsyncioServerDriver:
             sent = self.protocol.send_frame(connection_id, frame, self._loop.time())
         except InvalidState as exc:
             raise ConnectionClosed(str(exc)) from None
-        self._flush()
+        link = self._links.get(connection_id)
+        if (
+            self._in_callback
+            or link is None
+            or link.delivery is not None
+            or self._sink.input_pending(connection_id)
+        ):
+            self._flush()  # more replies may follow in this pass: one write at its end
+            return sent
+        # The sender has nothing more from this client to answer (a round trip, the last
+        # reply to one read): written now, not one loop pass later from a call_soon.
+        self._in_callback = True
+        try:
+            self._flush()
+        finally:
+            self._in_callback = False
+            self._callback_done()
         return sent
 
     async def wait_audio_writable(self, connection_id: ConnectionId) -> None:
@@ -555,14 +579,16 @@ class AsyncioServerDriver:
                 link.write(transmit.data)
             if transmit.close:
                 link.request_close()
-        events, backed_up = split_events(self.protocol.events_received(), links)
-        if events:
-            try:
-                self._sink.on_events(events)
-            except Exception:
-                self._log_internal_error("event sink failed")
-        for link in backed_up:
-            self._offer_frames(link)
+        received = self.protocol.events_received()
+        if received:  # none after a send: no split
+            events, backed_up = split_events(received, links)
+            if events:
+                try:
+                    self._sink.on_events(events)
+                except Exception:
+                    self._log_internal_error("event sink failed")
+            for link in backed_up:
+                self._offer_frames(link)
         deadline = self.protocol.next_deadline()
         if deadline is not None and (self._armed is None or deadline < self._armed):
             # Moved earlier (a connection came, a send started an audio stream): one handle,
@@ -695,8 +721,10 @@ class AsyncioServerDriver:
         Bytes the core makes from input or a timer are all made in that callback's one
         flush: nothing later in the loop pass could join them (the tasks it wakes run after a
         ``_write_batches`` it would schedule), so waiting for the pass's end would only cost a
-        callback and a loop pass (per handshake: the 101). Application sends, from tasks,
-        stay batched to the pass's end."""
+        callback and a loop pass (per handshake: the 101). ``_Link.write`` writes them at
+        once unless the connection already had a batch (a task's sends earlier in the pass):
+        that batch, with them after it, leaves here. Application sends, from tasks, stay
+        batched to the pass's end while more input waits (``send_frame``)."""
         if self._batched_links:
             self._write_batches()
 

@@ -84,6 +84,14 @@ class ServerEventSink(Protocol):
         """The connection's socket is closed and every frame it received was delivered."""
         ...
 
+    def input_pending(self, connection_id: ConnectionId) -> bool:
+        """Whether frames from this connection wait, unread, in the input queue they went to.
+
+        The native driver batches a send to the connection to the loop pass's end only then
+        (the replies to those frames join it in one write); otherwise it writes at once.
+        """
+        ...
+
 
 @dataclass(frozen=True, kw_only=True)
 class ListenOptions:

@@ -66,12 +66,13 @@ from wavewire.core.events import (
     FrameReceived,
     MessageDropped,
 )
-from wavewire.core.frames import CancelFrame, EndFrame, Frame
+from wavewire.core.frames import Frame
 from wavewire.core.protocol.handshake import parse_uri
 from wavewire.core.session.audio import AudioBufferFull
 from wavewire.transports.events import EventHandlers
 from wavewire.transports.params import ReconnectPolicy, WebsocketClientParams
 from wavewire.transports.streams import (
+    ENDING_FRAMES,
     AudioInputGate,
     FrameInput,
     FrameOutput,
@@ -140,7 +141,7 @@ class ClientConnection:
         ``output().send()``, which also checks ``audio_out_enabled``."""
         if self.disconnect is not None:
             raise ConnectionClosed("the connection is closed")
-        if isinstance(frame, EndFrame | CancelFrame):
+        if isinstance(frame, ENDING_FRAMES):
             self.closed_locally = True  # the application ends it: never reconnected
         try:
             self._driver.send_frame(frame)
@@ -429,7 +430,7 @@ class WebsocketClientTransport:
         # The queue is full: wait until the timer has sent enough chunks, then retry.
         while not current.offer(frame):
             await current.wait_audio_writable()
-        if isinstance(frame, EndFrame | CancelFrame):
+        if isinstance(frame, ENDING_FRAMES):
             await current.wait_closed()  # after the drain (EndFrame) and the close handshake
         else:
             await current.drain()

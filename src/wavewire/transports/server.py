@@ -64,12 +64,13 @@ from wavewire.core.events import (
     ServerEvent,
     SessionTimeout,
 )
-from wavewire.core.frames import CancelFrame, EndFrame, Frame
+from wavewire.core.frames import Frame
 from wavewire.core.server import ServerProtocol
 from wavewire.core.session.audio import AudioBufferFull
 from wavewire.transports.events import EventHandlers
 from wavewire.transports.params import WebsocketServerParams
 from wavewire.transports.streams import (
+    ENDING_FRAMES,
     AudioInputGate,
     FrameInput,
     FrameOutput,
@@ -245,7 +246,7 @@ class ClientHandle:
         # The queue is full: wait until the timer has sent enough chunks, then retry.
         while not self.offer(frame):
             await self.wait_audio_writable()
-        if isinstance(frame, EndFrame | CancelFrame):
+        if isinstance(frame, ENDING_FRAMES):
             await self._wait_gone()  # after the drain (EndFrame) and the close handshake
         else:  # drain(), without its call: this is every send's path
             await self._transport._driver_or_raise().drain(self.info.id)
@@ -522,6 +523,17 @@ class WebsocketServerTransport:
         inbox = None if handle is None else handle._live_inbox()
         if inbox is not None:
             inbox.queue.end()  # a reader gets what is buffered, then the end
+
+    def input_pending(self, connection_id: ConnectionId) -> bool:
+        handle = self._handles.get(connection_id)
+        if handle is None:
+            return False
+        if handle._inbox_ref is None:
+            queue = self._input_queue
+        else:
+            inbox = handle._live_inbox()
+            queue = None if inbox is None else inbox.queue
+        return queue is not None and len(queue) > 0
 
     # --- internals ---------------------------------------------------------------------------
 

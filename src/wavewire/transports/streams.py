@@ -8,15 +8,23 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import Union, cast
+from typing import Union
 
 import anyio
 import anyio.lowlevel
 
 from wavewire.adapters.ratelimit import LogLimiter
-from wavewire.core.frames import PCM16_SAMPLE_WIDTH, AudioRawFrame, Frame, InputAudioRawFrame
+from wavewire.core.frames import (
+    PCM16_SAMPLE_WIDTH,
+    AudioRawFrame,
+    CancelFrame,
+    EndFrame,
+    Frame,
+    InputAudioRawFrame,
+)
 
 __all__ = [
+    "ENDING_FRAMES",
     "READY_CHECKPOINT",
     "AudioInputGate",
     "FrameInput",
@@ -34,6 +42,11 @@ READY_CHECKPOINT = 64
 #: What a task waiting on a ``FrameQueue`` waits on: a future of the running asyncio loop (one
 #: C object), or an ``anyio.Event`` on any other loop (trio).
 _Waiter = Union["asyncio.Future[None]", anyio.Event]
+
+
+#: Frames whose send returns once the session is over (a tuple for ``isinstance``: written
+#: ``EndFrame | CancelFrame`` it would build a union object on every send).
+ENDING_FRAMES = (EndFrame, CancelFrame)
 
 
 def _running_asyncio_loop() -> asyncio.AbstractEventLoop | None:
@@ -197,13 +210,11 @@ class FrameQueue:
                 self._wake(waiters.pop(0))
 
     def _wake(self, waiter: _Waiter) -> None:
-        # The type is the queue's (self._loop): no isinstance per wake-up.
+        # The type is the queue's (self._loop): no isinstance (nor typing.cast call) per wake-up.
         if self._loop is None:
-            cast(anyio.Event, waiter).set()
-        else:
-            future = cast("asyncio.Future[None]", waiter)
-            if not future.done():  # a cancelled waiter's future is done already
-                future.set_result(None)
+            waiter.set()  # type: ignore[union-attr]
+        elif not waiter.done():  # type: ignore[union-attr]  # a cancelled waiter's is done
+            waiter.set_result(None)  # type: ignore[union-attr]
 
 
 class FrameInput:

@@ -553,6 +553,14 @@ class WsConnection(Connection):
         return self._proto.failure
 
     def receive_data(self, data: bytes | None) -> None:
+        state = self._state
+        if data is not None and (
+            state is ConnectionState.OPEN or state is ConnectionState.LOCAL_CLOSING
+        ):
+            # Where wsproto's receive_data puts the bytes in these states, without its four
+            # calls down to the frame decoder's buffer (once per read).
+            self._proto._frame_decoder.buffer.buffer += data
+            return
         if data is None and self._events is _NO_EVENTS:
             self._events = deque()  # wsproto queues the end of input (1006) here
         super().receive_data(data)
@@ -571,6 +579,8 @@ class WsConnection(Connection):
         decoder = proto._frame_decoder
         while not self._input_done:
             if self._shortcut and decoder.header is None and not decoder._in_message:
+                if len(decoder.buffer.buffer) < 2:
+                    return  # the usual end of a read: its last message taken (wsproto waits too)
                 message = self._take_whole_message(decoder)
                 if message is _Slow.WAIT:
                     return
@@ -597,9 +607,7 @@ class WsConnection(Connection):
         which fails it with the same error and close code as before.
         """
         data = decoder.buffer.buffer
-        available = len(data)
-        if available < 2:
-            return _Slow.WAIT  # wsproto's parser would wait as well
+        available = len(data)  # at least 2 (the caller checks)
         first, second = data[0], data[1]
         if first != _WHOLE_BINARY and first != _WHOLE_TEXT:
             return _Slow.FRAME
