@@ -250,11 +250,8 @@ async def test_a_direct_write_to_a_socket_closed_under_it_fails_the_connection(
     assert outbox.failed and outbox.closed
 
 
-async def test_direct_receive_ends_as_anyio_receive_does(
-    pair: Pair, anyio_backend_name: str
-) -> None:
-    if anyio_backend_name != "asyncio":
-        pytest.skip("direct reads are asyncio's")
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])  # direct reads are asyncio's
+async def test_direct_receive_ends_as_anyio_receive_does(pair: Pair) -> None:
     direct = make_outbox(pair.ours, None).direct
     assert direct is not None
     with anyio.fail_after(10):
@@ -272,11 +269,8 @@ async def test_direct_receive_ends_as_anyio_receive_does(
             await direct.receive()
 
 
-async def test_direct_receive_of_a_socket_closed_meanwhile_is_closed_resource(
-    pair: Pair, anyio_backend_name: str
-) -> None:
-    if anyio_backend_name != "asyncio":
-        pytest.skip("direct reads are asyncio's")
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])  # direct reads are asyncio's
+async def test_direct_receive_of_a_socket_closed_meanwhile_is_closed_resource(pair: Pair) -> None:
     direct = make_outbox(pair.ours, None).direct
     assert direct is not None
     with anyio.fail_after(10):
@@ -286,11 +280,8 @@ async def test_direct_receive_of_a_socket_closed_meanwhile_is_closed_resource(
                 await direct.receive()
 
 
-async def test_without_a_writer_a_close_after_writes_that_fit_needs_no_task(
-    pair: Pair, anyio_backend_name: str
-) -> None:
-    if anyio_backend_name != "asyncio":
-        pytest.skip("direct writes are asyncio's")
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])  # direct writes are asyncio's
+async def test_without_a_writer_a_close_after_writes_that_fit_needs_no_task(pair: Pair) -> None:
     outbox = make_outbox(pair.ours, None)
     started: list[int] = []
     outbox.start_writer = lambda: started.append(1)
@@ -309,11 +300,10 @@ async def test_without_a_writer_a_close_after_writes_that_fit_needs_no_task(
     assert bytes(received) == b"101 and echo close frame"
 
 
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])  # direct writes are asyncio's
 async def test_without_a_writer_a_write_that_blocks_starts_it_and_write_timeout_holds(
-    pair: Pair, anyio_backend_name: str
+    pair: Pair,
 ) -> None:
-    if anyio_backend_name != "asyncio":
-        pytest.skip("direct writes are asyncio's")
     shrink_receive_buffer(pair.peer)
     watch = WriteWatch(0.5)
     outbox = make_outbox(pair.ours, watch)
@@ -338,11 +328,8 @@ async def test_without_a_writer_a_write_that_blocks_starts_it_and_write_timeout_
     assert outbox.failed and outbox.closed
 
 
-async def test_discard_closes_the_socket_of_an_outbox_whose_writer_never_ran(
-    pair: Pair, anyio_backend_name: str
-) -> None:
-    if anyio_backend_name != "asyncio":
-        pytest.skip("direct writes are asyncio's")
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])  # direct writes are asyncio's
+async def test_discard_closes_the_socket_of_an_outbox_whose_writer_never_ran(pair: Pair) -> None:
     outbox = make_outbox(pair.ours, None)
     outbox.start_writer = lambda: pytest.fail("no writer is needed to close")
     outbox.discard()
