@@ -591,7 +591,7 @@ async def test_a_client_that_stops_reading_is_dropped_and_the_next_one_served() 
                 url(transport), max_size=None, max_queue=1, close_timeout=0.5
             ):
                 await events.wait_for("on_client_connected")
-                for _ in range(16):  # 8 MB: more than the socket buffers hold
+                for _ in range(48):  # 24 MB: more than loopback's autotuned buffers hold
                     await queue(worker, OutputTransportMessageUrgentFrame(message=big))
                 await events.wait_for("on_client_disconnected")
             async with peer(transport) as second:
